@@ -1,0 +1,41 @@
+# Ecosystem indicators pipeline. `make help` lists the targets.
+landscape ?= lourenco
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := run
+.PHONY: help run validate test test-all lint golden clean-processed
+
+help:  ## list targets (landscape=NAME selects configs/landscapes/NAME.yaml; default lourenco)
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+venv: $(STAMP)  ## create .venv and install the project (done automatically by the other targets)
+
+validate: $(STAMP)  ## check config, legend and inputs of $(landscape); computes nothing
+	$(PY) -m pipeline validate $(landscape)
+
+run: $(STAMP)  ## run every indicator for $(landscape) -> data/processed/$(landscape)/
+	$(PY) -m pipeline run $(landscape)
+
+test: $(STAMP)  ## the test suite (offline; slow tests excluded)
+	$(PY) -m pytest -q -m "not slow" -n 2
+
+test-all: $(STAMP)  ## every test, slow ones included
+	$(PY) -m pytest -q -n 2
+
+lint: $(STAMP)  ## ruff
+	$(PY) -m ruff check pipeline tests
+
+golden: $(STAMP)  ## regenerate tests/golden/ after a reviewed change of numbers
+	$(PY) -m tests.golden.regenerate
+
+clean-processed:  ## delete data/processed/$(landscape)/
+	rm -rf data/processed/$(landscape)

@@ -1,0 +1,285 @@
+"""Whole-landscape patch labelling over dask chunks, shared by every patch indicator (DESIGN.md §4, §6, §9).
+
+Pass 1 labels each chunk with ``scipy.ndimage.label`` and returns only small things: per-label pixel counts
+and value histograms, each label's first pixel and the labels on the chunk's four edge lines. The driver joins
+labels that touch across chunk edges and corners (``scipy.sparse.csgraph``) and numbers patches by their first
+pixel in row-major order: the numbering ``scipy.ndimage.label`` gives on the whole array, for any chunking.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import affine
+import dask
+import dask.array as da
+import numpy as np
+import rasterio.features
+import shapely
+from scipy import ndimage, sparse
+from scipy.sparse import csgraph
+from shapely.affinity import affine_transform
+from shapely.geometry import shape
+
+
+@dataclass(frozen=True, eq=False)
+class Patches:
+    """Connected components of a 2-D mask, labelled over the whole array.
+
+    Attributes
+    ----------
+    n_patches : int
+        Number of patches; patch ids are 1..n_patches, 0 is background.
+    pixel_count : numpy.ndarray
+        int64 (n_patches + 1,): pixels per patch id; index 0 (background) is always 0.
+    value_counts : numpy.ndarray or None
+        int64 (n_patches + 1, n_values): pixels of each value per patch id, row 0 always 0; None without values.
+    neighbourhood : int
+        4 (pixels joined through edges) or 8 (through edges and corners).
+    """
+
+    n_patches: int
+    pixel_count: np.ndarray
+    value_counts: np.ndarray | None
+    neighbourhood: int
+    _mask: da.Array = field(repr=False)
+    _lookup: np.ndarray = field(repr=False)  # global patch id of each chunk-local label, all chunks in turn
+    _offsets: np.ndarray = field(repr=False)  # chunk b's local label k is _lookup[_offsets[b] + k - 1]
+
+    def labels(self) -> da.Array:
+        """Lazy int64 array of global patch ids (0 = background), chunked like the mask; each task
+        relabels its chunk (deterministic) and maps local labels to global ids."""
+        return da.map_blocks(_relabel_block, self._mask, **self._task_kwargs(), dtype=np.int64,
+                             meta=np.empty((0, 0), np.int64))
+
+    def _task_kwargs(self) -> dict:
+        """Arguments of the per-chunk relabelling tasks; the lookup tables are one shared graph key each."""
+        return dict(structure=_structure(self.neighbourhood), lookup=dask.delayed(self._lookup, pure=True),
+                    offsets=dask.delayed(self._offsets, pure=True), nbx=self._mask.numblocks[1])
+
+    def polygons(self, keep: np.ndarray, transform: affine.Affine) -> dict[int, shapely.Geometry]:
+        """Vectorise the patches selected by ``keep``.
+
+        Parameters
+        ----------
+        keep : numpy.ndarray
+            Either bool of shape (n_patches + 1,) indexed by patch id, or an array of patch ids.
+        transform : affine.Affine
+            Pixel-to-map transform of the whole array (map units, e.g. metres).
+
+        Returns
+        -------
+        dict of int to shapely.Geometry
+            Patch id -> Polygon, or MultiPolygon when the patch is joined only through pixel corners.
+
+        Notes
+        -----
+        Each chunk is vectorised in pixel coordinates (integers, so exact), the pieces of each patch are
+        unioned, and ``transform`` is applied once at the end: a vertex gets the same map coordinates
+        whatever the chunking. Memory: one chunk per worker plus the geometries of the kept patches.
+        """
+        keep = np.asarray(keep)
+        if keep.dtype != bool:
+            ids, keep = keep, np.zeros(self.n_patches + 1, bool)
+            keep[ids] = True
+        if keep.shape != (self.n_patches + 1,):
+            raise ValueError(f"keep must have shape ({self.n_patches + 1},) as a bool mask; got {keep.shape}")
+        pieces = da.map_blocks(
+            _block_shapes, self._mask, keep=dask.delayed(keep, pure=True), **self._task_kwargs(),
+            dtype=object, meta=np.empty((0, 0), object), chunks=tuple((1,) * len(c) for c in self._mask.chunks),
+        )
+        row0, col0 = (np.cumsum((0, *c)) for c in self._mask.chunks)
+        by_id: dict[int, list[shapely.Geometry]] = defaultdict(list)
+        for (i, j), block in np.ndenumerate(dask.compute(pieces)[0]):
+            for pid, geom in block:  # chunk -> whole-array (column, -row) pixel coordinates: exact integers
+                by_id[pid].append(shapely.transform(geom, lambda xy, i=i, j=j: xy + (col0[j], -row0[i])))
+        # simplify(0) drops the collinear vertices left at chunk edges; normalize fixes the vertex order
+        matrix = [transform.a, -transform.b, transform.d, -transform.e, transform.c, transform.f]
+        return {pid: shapely.normalize(affine_transform(shapely.simplify(shapely.union_all(geoms), 0), matrix))
+                for pid, geoms in sorted(by_id.items())}
+
+
+def label_patches(mask: da.Array, *, neighbourhood: int = 8, values: da.Array | None = None,
+                  n_values: int = 0) -> Patches:
+    """Label connected components of a 2-D dask mask over the whole array.
+
+    A patch cut by any number of chunk edges is one patch. Patch ids are 1..n in the row-major order of
+    each patch's first pixel, so they equal ``scipy.ndimage.label`` on the whole array, for any chunking.
+
+    Parameters
+    ----------
+    mask : dask.array.Array
+        2-D; nonzero pixels belong to patches.
+    neighbourhood : {8, 4}
+        8: pixels sharing an edge or a corner are connected; 4: an edge only.
+    values : dask.array.Array, optional
+        Integer array of the same shape (e.g. dense class indices), values in [0, n_values) on patch pixels.
+    n_values : int
+        Number of distinct values; required with ``values``.
+
+    Returns
+    -------
+    Patches
+        Patch count, pixels per patch, value histograms per patch; global labels and polygons on demand.
+
+    Raises
+    ------
+    ValueError
+        On a bad neighbourhood, shape, empty chunk, or a value outside [0, n_values) on a patch pixel.
+
+    Notes
+    -----
+    One ``dask.compute`` with one task per chunk. Memory per task is a few arrays of chunk size (int32
+    labels, int64 value codes); each task returns O(local labels × n_values + chunk perimeter). The driver
+    holds O(local labels over all chunks × n_values), about the number of patches, never a full-size array.
+    """
+    structure = _structure(neighbourhood)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D; got shape {mask.shape}")
+    if any(size == 0 for sizes in mask.chunks for size in sizes):
+        raise ValueError(f"mask has an empty chunk (chunks {mask.chunks}); rechunk it first")
+    args = [mask]
+    if values is not None:
+        if values.shape != mask.shape or values.dtype.kind not in "biu" or n_values < 1:
+            raise ValueError(f"values must be integers of shape {mask.shape} with n_values >= 1; got "
+                             f"{values.dtype} {values.shape}, n_values={n_values}")
+        args.append(values.rechunk(mask.chunks))
+    stats = da.map_blocks(
+        _block_stats, *args, structure=structure, n_values=n_values, dtype=object,
+        meta=np.empty((0, 0), object), chunks=tuple((1,) * len(c) for c in mask.chunks),
+    )
+    stats = dask.compute(stats)[0]
+    offsets = np.cumsum([0] + [s["n"] for s in stats.flat], dtype=np.int64)
+    lookup, n = _merge(stats, offsets, mask.chunks, diagonal=neighbourhood == 8)
+    pixel_count = _sum_by(lookup, np.concatenate([s["count"] for s in stats.flat]), n + 1)
+    value_counts = None if values is None else _sum_by(lookup, np.concatenate([s["hist"] for s in stats.flat]), n + 1)
+    return Patches(n, pixel_count, value_counts, neighbourhood, mask, lookup, offsets)
+
+
+def _structure(neighbourhood: int) -> np.ndarray:
+    if neighbourhood not in (4, 8):
+        raise ValueError(f"neighbourhood must be 4 or 8; got {neighbourhood!r}")
+    return ndimage.generate_binary_structure(2, 1 if neighbourhood == 4 else 2)
+
+
+def _first_pixels(flat: np.ndarray, n: int) -> np.ndarray:
+    """Row-major position of the first pixel of each label 1..n in a raveled label array."""
+    # scipy numbers labels in scan order, so label k first occurs where the running maximum reaches k;
+    # n jumps of the running maximum prove it. Otherwise fall back to a sort.
+    running_max = np.maximum.accumulate(flat)
+    jumps = np.flatnonzero(np.concatenate([flat[:1] > 0, flat[1:] > running_max[:-1]]))
+    if jumps.size == n:
+        return jumps
+    ids, first = np.unique(flat, return_index=True)
+    return first[ids > 0]
+
+
+def _block_stats(block: np.ndarray, values: np.ndarray | None = None, *, structure: np.ndarray,
+                 n_values: int) -> np.ndarray:
+    """Pass 1 on one chunk: local label count, pixels, first pixel, value histogram and edge lines."""
+    lab, n = ndimage.label(block, structure)
+    flat = lab.ravel()
+    stats = {
+        "n": n,
+        "count": np.bincount(flat, minlength=n + 1)[1:].astype(np.int64),
+        "first": _first_pixels(flat, n),  # row-major index within the chunk
+        "edges": (lab[0].copy(), lab[-1].copy(), lab[:, 0].copy(), lab[:, -1].copy()),  # top, bottom, left, right
+    }
+    if values is not None:
+        vals = values.ravel()
+        outside = (vals < 0) | (vals >= n_values)  # allowed on background pixels only
+        if (outside & (flat > 0)).any():
+            bad = np.unique(vals[outside & (flat > 0)])
+            raise ValueError(f"values on patch pixels must be in [0, {n_values}); got {bad[:10].tolist()}")
+        codes = flat.astype(np.int64) * n_values + np.where(outside, 0, vals)
+        stats["hist"] = np.bincount(codes, minlength=(n + 1) * n_values).reshape(n + 1, n_values)[1:]
+    return _cell(stats)
+
+
+def _merge(stats: np.ndarray, offsets: np.ndarray, chunks: tuple[tuple[int, ...], ...], *,
+           diagonal: bool) -> tuple[np.ndarray, int]:
+    """Global patch id (1..n) of every local label, joining labels that touch across chunk boundaries."""
+    total = int(offsets[-1])
+    if total == 0:
+        return np.zeros(0, np.int64), 0
+    nby, nbx = stats.shape
+    # edge lines (top, bottom, left, right) as provisional ids offsets[b] + local - 1; -1 = background
+    lines = [[[np.where(line > 0, offsets[i * nbx + j] + line - 1, -1) for line in stats[i, j]["edges"]]
+              for j in range(nbx)] for i in range(nby)]
+    seams = _seams(lines, near=1, far=0) + _seams([list(col) for col in zip(*lines, strict=True)], near=3, far=2)
+    pairs = [(np.empty(0, np.int64), np.empty(0, np.int64))] + [_touching(a, b, diagonal) for a, b in seams]
+    u, v = (np.concatenate(side) for side in zip(*pairs, strict=True))
+    graph = sparse.coo_array((np.ones(u.size, np.int8), (u, v)), shape=(total, total))
+    n, component = csgraph.connected_components(graph, directed=False)
+    (row0, col0), width = (np.cumsum((0, *c)) for c in chunks), sum(chunks[1])
+    pieces_first = []  # row-major index of each local label's first pixel in the whole array
+    for (i, j), s in np.ndenumerate(stats):
+        rows, cols = np.divmod(s["first"], chunks[1][j])
+        pieces_first.append((row0[i] + rows) * width + col0[j] + cols)
+    first = np.full(n, np.iinfo(np.int64).max)
+    np.minimum.at(first, component, np.concatenate(pieces_first))
+    patch_id = np.empty(n, np.int64)
+    patch_id[np.argsort(first, kind="stable")] = np.arange(1, n + 1)  # timsort: merges sorted runs
+    return patch_id[component], n
+
+
+def _seams(grid: list[list[list[np.ndarray]]], *, near: int, far: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Whole-length lines facing each other across each seam between consecutive block rows of ``grid``."""
+    return [(np.concatenate([blk[near] for blk in grid[i]]), np.concatenate([blk[far] for blk in grid[i + 1]]))
+            for i in range(len(grid) - 1)]
+
+
+def _touching(a: np.ndarray, b: np.ndarray, diagonal: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of ids that touch across a seam where pixel k of line ``a`` faces pixel k of ``b`` (-1 = none).
+
+    With ``diagonal``, pixel k also touches k - 1 and k + 1 on the other side; as the lines run the whole
+    array, this includes the pixels at chunk corners (diagonal and anti-diagonal).
+    """
+    shifts = [(a, b), (a[:-1], b[1:]), (a[1:], b[:-1])] if diagonal else [(a, b)]
+    u, v = (np.concatenate(side) for side in zip(*shifts, strict=True))
+    both = (u >= 0) & (v >= 0)
+    u, v = u[both], v[both]
+    new = np.ones(u.size, bool)
+    new[1:] = (u[1:] != u[:-1]) | (v[1:] != v[:-1])  # drop repeats along runs
+    return u[new], v[new]
+
+
+def _sum_by(keys: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
+    """Sums of the rows of int64 ``x`` grouped by ``keys`` in [0, n): exact, order-independent, no big temporaries."""
+    groups = sparse.csr_array((np.ones(keys.size, np.int64), (keys, np.arange(keys.size))), shape=(n, keys.size))
+    return groups @ x
+
+
+def _cell(obj: object) -> np.ndarray:
+    """``obj`` as the single element of a (1, 1) object block, the output of the per-chunk summary tasks."""
+    out = np.empty((1, 1), object)
+    out[0, 0] = obj
+    return out
+
+
+def _block_lookup(lookup: np.ndarray, offsets: np.ndarray, nbx: int, block_id: tuple[int, int]) -> np.ndarray:
+    b = block_id[0] * nbx + block_id[1]
+    return np.concatenate([[0], lookup[offsets[b]:offsets[b + 1]]])
+
+
+def _relabel_block(block: np.ndarray, *, structure: np.ndarray, lookup: np.ndarray, offsets: np.ndarray,
+                   nbx: int, block_id: tuple[int, int]) -> np.ndarray:
+    """Global patch ids of one chunk (int64, 0 = background)."""
+    return _block_lookup(lookup, offsets, nbx, block_id)[ndimage.label(block, structure)[0]]
+
+
+def _block_shapes(block: np.ndarray, *, structure: np.ndarray, lookup: np.ndarray, offsets: np.ndarray,
+                  nbx: int, keep: np.ndarray, block_id: tuple[int, int]) -> np.ndarray:
+    """(patch id, polygon) of the kept patches' pieces in one chunk, in (column, -row) chunk pixel coordinates."""
+    lut = _block_lookup(lookup, offsets, nbx, block_id)
+    keep_local = keep[lut]
+    keep_local[0] = False
+    pieces = []
+    if keep_local.any():
+        lab = ndimage.label(block, structure)[0]
+        # y = -row keeps the transform from being the identity, which rasterio warns about
+        shapes = rasterio.features.shapes(lab, mask=keep_local[lab], connectivity=4,
+                                          transform=affine.Affine(1, 0, 0, 0, -1, 0))
+        pieces = [(int(lut[int(value)]), shape(geom)) for geom, value in shapes]
+    return _cell(pieces)

@@ -1,0 +1,317 @@
+"""Landscape and legend configuration (DESIGN.md §3, §7): pydantic models and YAML loading.
+
+Every model forbids unknown keys, so a typo is an error instead of a silently ignored option.
+Relative paths in a landscape file are resolved against the project root: the folder that holds
+``configs/landscapes/<name>.yaml`` (or the YAML file's own folder when it lives elsewhere).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import ConfigError
+
+NAME_PATTERN = re.compile(r"^[a-z0-9_-]+$")
+ECOSYSTEMS = ("forest", "savanna_grassland", "wetland", "mangrove", "water", "other_natural")
+GROUPS = ("tree_covered", "grassland", "cropland", "wetland", "artificial", "other_land", "water_body")
+
+Ecosystem = Literal["forest", "savanna_grassland", "wetland", "mangrove", "water", "other_natural"]
+Group = Literal["tree_covered", "grassland", "cropland", "wetland", "artificial", "other_land", "water_body"]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------- legend
+class LegendClass(_Strict):
+    """One product code: its name and the flags the indicators use."""
+
+    name: str = Field(description="Class name as the product documents it.")
+    natural: bool = Field(description="True for natural ecosystems (forest, savanna, wetland, water, ...).")
+    ecosystem: Ecosystem | None = Field(
+        None, description="Natural ecosystem type; required for natural classes, absent otherwise."
+    )
+    mining: bool = Field(False, description="True for mining (e.g. MapBiomas class 30).")
+    water: bool = Field(False, description="True for open water surfaces.")
+    condition: int | None = Field(
+        None, description="Condition rank within the ecosystem (higher = more intact), for degradation."
+    )
+    group: Group | None = Field(None, description="IPCC-like land-cover group for transition matrices.")
+    color: str | None = Field(None, pattern=r"^#[0-9a-fA-F]{6}$", description="Display colour, #rrggbb.")
+
+    @model_validator(mode="after")
+    def _ecosystem_matches_natural(self) -> LegendClass:
+        if self.natural and self.ecosystem is None:
+            raise ValueError(f"natural class {self.name!r} needs an ecosystem (one of {', '.join(ECOSYSTEMS)})")
+        if not self.natural and self.ecosystem is not None:
+            raise ValueError(f"non-natural class {self.name!r} must not have an ecosystem")
+        return self
+
+
+class LegendConfig(_Strict):
+    """A land-cover product's legend: configs/legends/<legend>.yaml."""
+
+    product: str = Field(description="Product name and version, e.g. MapBiomas Brazil Collection 8.")
+    reference: str | None = Field(None, description="Citation or URL of the product's legend document.")
+    nodata: list[int] = Field(
+        min_length=1, description="Codes meaning 'not observed'; counted as unmapped inside the boundary."
+    )
+    classes: dict[int, LegendClass] = Field(min_length=1, description="Every code the product uses.")
+
+    @model_validator(mode="after")
+    def _nodata_not_a_class(self) -> LegendConfig:
+        both = sorted(set(self.nodata) & set(self.classes))
+        if both:
+            raise ValueError(f"codes {both} are listed both in nodata and in classes")
+        negative = sorted(c for c in [*self.nodata, *self.classes] if c < 0 or c > 65535)
+        if negative:
+            raise ValueError(f"codes {negative} are outside 0..65535")
+        return self
+
+
+# ------------------------------------------------------------------------------------------ landscape
+class BandPerYear(_Strict):
+    """Layout of a multi-band land-cover file: consecutive years from `first_year`, or one year per band."""
+
+    first_year: int | None = Field(None, description="Year held by band 1; band 2 holds the next year, ...")
+    years: list[int] | None = Field(None, description="The year each band holds, band 1 first (for gaps).")
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> BandPerYear:
+        if (self.first_year is None) == (self.years is None):
+            raise ValueError("give exactly one of first_year or years")
+        return self
+
+    def band(self, year: int) -> int | None:
+        """1-based band holding `year` (None when the layout has no such year)."""
+        if self.years is not None:
+            return self.years.index(year) + 1 if year in self.years else None
+        return year - self.first_year + 1 if year >= self.first_year else None  # type: ignore[operator]
+
+
+class LandcoverConfig(_Strict):
+    legend: str = Field(description="Legend name: configs/legends/<legend>.yaml.")
+    source: Literal["local", "earthengine"] = Field(
+        "local", description="local: files in data/raw; earthengine: fetched by `make fetch` into `path`."
+    )
+    path: str = Field(
+        description="One multi-band file (with band_per_year) or a per-year template containing {year}."
+    )
+    band_per_year: BandPerYear | None = Field(None, description="Set for one file with a band per year.")
+
+    @model_validator(mode="after")
+    def _layout(self) -> LandcoverConfig:
+        has_template = "{year}" in self.path
+        if has_template and self.band_per_year is not None:
+            raise ValueError("use either a {year} template in path or band_per_year, not both")
+        if not has_template and self.band_per_year is None:
+            raise ValueError("path has no {year} template: add band_per_year: {first_year: ...} for a multi-band file")
+        return self
+
+
+class GridConfig(_Strict):
+    crs: str = Field(
+        "auto",
+        description="auto (Lambert azimuthal equal-area on the boundary centroid), native (the land-cover "
+        "raster's own projected grid, no resampling), or any CRS string (EPSG:xxxx, ESRI:xxxx, WKT).",
+    )
+    resolution_m: PositiveFloat | None = Field(
+        None, description="Pixel size in metres (ignored with native); default: the land cover's own."
+    )
+    chunk_px: int = Field(2048, ge=16, le=16384, description="Dask chunk size in pixels (square).")
+    resampling: Literal["auto", "nearest", "mode"] = Field(
+        "auto",
+        description="Categorical resampling. auto: nearest unless the grid pixel is over 1.5x the "
+        "source pixel, then mode. Bilinear/cubic are never used for classes.",
+    )
+
+
+class ZoneLayerConfig(_Strict):
+    path: str = Field(description="Vector file with the zone polygons (any CRS GDAL reads, WKT-only included).")
+    id_field: str = Field(description="Attribute that names each zone; polygons sharing a value form one zone.")
+    layer: str | None = Field(None, description="Layer name for multi-layer files (GeoPackage).")
+    where: str | None = Field(None, description="Optional attribute filter (OGR SQL WHERE clause).")
+
+
+class VectorConfig(_Strict):
+    path: str = Field(description="Vector file path.")
+    layer: str | None = Field(None, description="Layer name for multi-layer files.")
+
+
+class MiningLayerConfig(_Strict):
+    path: str = Field(description="Yearly mining polygons (e.g. Amazon Mining Watch).")
+    year_field: str = Field(description="Attribute holding the year (YYYY or YYYYxx).")
+    cumulative_increments: bool = Field(
+        True, description="True when each year's layer holds only the new detections (footprint = union to Y)."
+    )
+    layer: str | None = None
+
+
+class ConversionConfig(_Strict):
+    min_mapping_unit_ha: float = Field(
+        0.5, ge=0, description="Smallest conversion patch (ha) written to conversion.gpkg; the CSV counts all pixels."
+    )
+
+
+class IndicatorsConfig(_Strict):
+    conversion: ConversionConfig | None = Field(None, description="Natural-ecosystem conversion (DESIGN §4).")
+
+
+class ComputeConfig(_Strict):
+    scheduler: str = Field("threads", description="threads | synchronous | processes.")
+    workers: int = Field(2, ge=1, le=256, description="Worker threads or processes.")
+    gdal_cachemax_mb: int = Field(256, ge=16, description="GDAL block cache per process (MB).")
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, value: str) -> str:
+        if value not in {"threads", "synchronous", "processes"}:
+            raise ValueError(f"scheduler must be threads, synchronous or processes (got {value!r})")
+        return value
+
+
+class LandscapeConfig(_Strict):
+    """A landscape: configs/landscapes/<name>.yaml (DESIGN.md §7)."""
+
+    name: str = Field(description="Landscape id, [a-z0-9_-]+, equal to the file name.")
+    title: str = Field("", description="Human-readable title for reports.")
+    boundary: str = Field(description="Boundary vector file; all features are dissolved into one area.")
+    boundary_layer: str | None = Field(None, description="Layer name when the boundary file has several.")
+    years: list[int] = Field(min_length=2, description="Assessment years, strictly ascending.")
+    baseline_year: int | None = Field(None, description="Baseline year (default: the first year).")
+    cutoff_year: int | None = Field(None, description="Cut-off year for 'conversion since' (AFi/EUDR), one of years.")
+    landcover: LandcoverConfig
+    grid: GridConfig = GridConfig()
+    zones: dict[str, ZoneLayerConfig] = Field(default_factory=dict, description="Zone layers for breakdowns.")
+    rivers: VectorConfig | None = Field(None, description="River centre-lines (mining indicator).")
+    mining_layers: list[MiningLayerConfig] = Field(default_factory=list, description="Yearly mining polygons.")
+    indicators: IndicatorsConfig = Field(description="Indicators to compute; only the listed ones run.")
+    compute: ComputeConfig = ComputeConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not NAME_PATTERN.match(value):
+            raise ValueError(f"name {value!r} may only contain a-z, 0-9, _ and - (no paths)")
+        return value
+
+    @field_validator("zones")
+    @classmethod
+    def _zone_names(cls, value: dict[str, ZoneLayerConfig]) -> dict[str, ZoneLayerConfig]:
+        for key in value:
+            if not NAME_PATTERN.match(key) or key == "landscape":
+                raise ValueError(f"zone layer name {key!r} must match [a-z0-9_-]+ and not be 'landscape'")
+        return value
+
+    @model_validator(mode="after")
+    def _years(self) -> LandscapeConfig:
+        if any(b <= a for a, b in zip(self.years, self.years[1:], strict=False)):
+            raise ValueError(f"years must be strictly ascending (got {self.years})")
+        if self.baseline_year is not None and self.baseline_year not in self.years:
+            raise ValueError(f"baseline_year {self.baseline_year} is not one of years {self.years}")
+        if self.cutoff_year is not None and self.cutoff_year not in self.years[:-1]:
+            raise ValueError(
+                f"cutoff_year {self.cutoff_year} must be one of years {self.years} before the last; add it to years"
+            )
+        return self
+
+    @property
+    def baseline(self) -> int:
+        return self.baseline_year if self.baseline_year is not None else self.years[0]
+
+    def periods(self) -> list[tuple[int, int]]:
+        """Consecutive year pairs, then baseline -> last and cutoff -> last when those are new pairs."""
+        pairs = list(zip(self.years, self.years[1:], strict=False))
+        for start in (self.baseline, self.cutoff_year):
+            if start is not None and (start, self.years[-1]) not in pairs and start != self.years[-1]:
+                pairs.append((start, self.years[-1]))
+        return pairs
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def project_root(config_path: Path) -> Path:
+    """The folder relative paths are resolved against (see module docstring)."""
+    config_path = config_path.resolve()
+    if config_path.parent.name == "landscapes" and config_path.parent.parent.name == "configs":
+        return config_path.parent.parent.parent
+    return config_path.parent
+
+
+def legends_dir(root: Path) -> Path:
+    """configs/legends/ of the project root, or else the one shipped beside the package (checkouts)."""
+    own = root / "configs" / "legends"
+    return own if own.is_dir() else Path(__file__).resolve().parent.parent / "configs" / "legends"
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return data
+
+
+def _first_error(path: Path, exc: ValidationError) -> ConfigError:
+    """One line per problem: file, dotted key, message and the bad value."""
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key; remove it or check its spelling against DESIGN.md §7"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        got = err.get("input")
+        suffix = f" (got {got!r})" if err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict) else ""
+        lines.append(f"{path}: {key}: {msg}{suffix}")
+    return ConfigError("\n".join(lines))
+
+
+def load_legend(path: Path) -> LegendConfig:
+    """Read and validate a legend YAML file."""
+    data = _read_yaml(path)
+    try:
+        return LegendConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _first_error(path, exc) from None
+
+
+def resolve_config_path(name_or_path: str, root: Path) -> Path:
+    """A landscape name (``lourenco``) or a YAML path -> the YAML path. Names with path parts are refused."""
+    if name_or_path.endswith((".yaml", ".yml")):
+        return Path(name_or_path)
+    if not NAME_PATTERN.match(name_or_path):
+        raise ConfigError(
+            f"landscape name {name_or_path!r} may only contain a-z, 0-9, _ and - (no paths); "
+            f"use a name from {root / 'configs/landscapes'} or give the path of a .yaml file"
+        )
+    path = root / "configs" / "landscapes" / f"{name_or_path}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in (root / "configs" / "landscapes").glob("*.yaml"))
+        raise ConfigError(f"{path}: no such landscape; known landscapes: {', '.join(known) or 'none'}")
+    return path
+
+
+def load_landscape(path: Path) -> LandscapeConfig:
+    """Read and validate a landscape YAML file; its name must equal the file name."""
+    data = _read_yaml(path)
+    try:
+        config = LandscapeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _first_error(path, exc) from None
+    if config.name != path.stem:
+        raise ConfigError(f"{path}: name: {config.name!r} must equal the file name {path.stem!r}")
+    return config

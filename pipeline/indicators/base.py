@@ -1,0 +1,58 @@
+"""The common indicator interface (DESIGN.md §1): ``compute(stack, ctx) -> IndicatorResult``.
+
+Indicators receive aligned class-index arrays and zone face ids, and return a tidy table and feature
+layers. They never open or write files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask.array as da
+import geopandas as gpd
+import pandas as pd
+
+from pipeline.config import LandscapeConfig
+from pipeline.grid import LandscapeGrid
+from pipeline.legend import Legend
+from pipeline.zones import ZoneLayer
+
+COLUMNS = (
+    "landscape", "indicator", "metric", "unit", "zone_layer", "zone", "ecosystem",
+    "class_from", "class_to", "year", "year_from", "year_to", "value",
+)
+ALL_NATURAL = "all_natural"
+
+
+@dataclass(frozen=True, eq=False)
+class Context:
+    """Everything an indicator may use besides the land-cover stack."""
+
+    grid: LandscapeGrid
+    legend: Legend
+    config: LandscapeConfig
+    zones: tuple[ZoneLayer, ...]
+    face_ids: dict[str, da.Array] = field(repr=False)  # zone layer name -> lazy int32 face ids per pixel
+
+
+@dataclass(frozen=True, eq=False)
+class IndicatorResult:
+    """A tidy table (COLUMNS) and feature layers; ``zone_metrics`` become columns of the zones layer."""
+
+    table: pd.DataFrame
+    features: dict[str, gpd.GeoDataFrame]
+    zone_metrics: tuple[str, ...] = ()
+
+
+def tidy(rows: list[dict[str, Any]], *, landscape: str, indicator: str) -> pd.DataFrame:
+    """Rows (dicts with any subset of COLUMNS) -> a table with exactly COLUMNS, years as nullable ints."""
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    frame["landscape"] = landscape
+    frame["indicator"] = indicator
+    for column in ("year", "year_from", "year_to"):
+        frame[column] = frame[column].astype("Int64")
+    for column in ("zone_layer", "zone", "ecosystem", "class_from", "class_to", "metric", "unit"):
+        frame[column] = frame[column].astype("string")
+    frame["value"] = frame["value"].astype(float)
+    return frame

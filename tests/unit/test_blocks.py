@@ -1,0 +1,187 @@
+"""Tests for pipeline.blocks: whole-landscape patch labelling over dask chunks."""
+
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from affine import Affine
+from scipy import ndimage
+
+from pipeline.blocks import label_patches
+
+LANDCOVER = Path("/work/shared/data/amapa_lourenco/mapbiomas_c8_lourenco_1985_2022.tif")
+STRUCTURE = {4: ndimage.generate_binary_structure(2, 1), 8: np.ones((3, 3), bool)}
+WHOLE = (-1, -1)
+ROWS = (1, -1)  # (1, n): one chunk per row
+
+
+def patches_of(arr, chunks, **kw):
+    return label_patches(da.from_array(arr, chunks=chunks), **kw)
+
+
+def direct_counts(labels, values, n_values):
+    """Reference pixel_count and value_counts from whole-array labels (background row zeroed)."""
+    n = labels.max()
+    pixels = np.bincount(labels.ravel(), minlength=n + 1)
+    hist = np.zeros((n + 1, n_values), np.int64)
+    np.add.at(hist, (labels.ravel(), values.ravel()), 1)
+    pixels[0], hist[0] = 0, 0
+    return pixels, hist
+
+
+def assert_matches_scipy(mask, values, n_values, chunks, neighbourhood):
+    ref, n = ndimage.label(mask, STRUCTURE[neighbourhood])
+    p = label_patches(da.from_array(mask, chunks=chunks), neighbourhood=neighbourhood,
+                      values=da.from_array(values, chunks=chunks), n_values=n_values)
+    labels = p.labels()
+    assert labels.chunks == da.from_array(mask, chunks=chunks).chunks and labels.dtype == np.int64
+    pixels, hist = direct_counts(ref, values, n_values)
+    assert p.n_patches == n
+    np.testing.assert_array_equal(labels.compute(), ref)  # same numbering as scipy on the whole array
+    np.testing.assert_array_equal(p.pixel_count, pixels)
+    np.testing.assert_array_equal(p.value_counts, hist)
+
+
+@pytest.mark.parametrize("flip", [False, True], ids=["diagonal", "anti-diagonal"])
+def test_diagonal_image_crosses_chunk_corner(flip):
+    """rasterio's 10x10 diagonal image at chunks (5, 5): the line passes through a chunk corner."""
+    image = np.eye(10, dtype=bool)
+    image = np.fliplr(image) if flip else image
+    eight = patches_of(image, (5, 5), neighbourhood=8)
+    assert eight.n_patches == 1
+    np.testing.assert_array_equal(eight.pixel_count, [0, 10])
+    np.testing.assert_array_equal(eight.labels().compute(), image.astype(int))
+    four = patches_of(image, (5, 5), neighbourhood=4)
+    assert four.n_patches == 10
+    np.testing.assert_array_equal(four.pixel_count, [0] + [1] * 10)
+    rows, cols = np.nonzero(image)
+    np.testing.assert_array_equal(four.labels().compute()[rows, cols], np.arange(1, 11))  # raster order
+
+
+def spiral(n):
+    """Square spiral of 1-px path with 1-px gaps on an n x n grid (n odd), and its path length + 1."""
+    out = np.zeros((n, n), bool)
+    r = c = 0
+    out[0, 0] = True
+    steps = 0
+    lengths = [n - 1, n - 1, n - 1] + [k for k in range(n - 3, 0, -2) for _ in (0, 1)]
+    for length, (dr, dc) in zip(lengths, [(0, 1), (1, 0), (0, -1), (-1, 0)] * n, strict=False):
+        for _ in range(length):
+            r, c = r + dr, c + dc
+            out[r, c] = True
+            steps += 1
+    return out, steps + 1
+
+
+SPIRAL, SPIRAL_PX = spiral(25)
+
+
+def test_spiral_fixture():
+    """25x25 spiral: 3 x 24 + 2 x (22 + 20 + ... + 2) steps + 1 start pixel = 337 px."""
+    assert SPIRAL_PX == 337 == SPIRAL.sum()
+    assert np.count_nonzero(SPIRAL[:, 2] & SPIRAL[:, 3]) == 5  # crosses one (3, 3) chunk edge 5 times
+
+
+@pytest.mark.parametrize("chunks", [(3, 3), (4, 7), ROWS, WHOLE])
+@pytest.mark.parametrize("neighbourhood", [4, 8])
+def test_spiral_is_one_patch(chunks, neighbourhood):
+    p = patches_of(SPIRAL, chunks, neighbourhood=neighbourhood)
+    assert p.n_patches == 1
+    np.testing.assert_array_equal(p.pixel_count, [0, 337])
+    np.testing.assert_array_equal(p.labels().compute(), SPIRAL.astype(int))
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (120, 97)])
+@pytest.mark.parametrize("chunks", [WHOLE, (64, 64), (100, 37), ROWS, (-1, 1), (7, 5)])
+@pytest.mark.parametrize("neighbourhood", [4, 8])
+def test_random_masks_match_whole_array_scipy(shape, chunks, neighbourhood):
+    rng = np.random.default_rng(sum(shape))
+    mask = rng.random(shape) < 0.4
+    values = rng.integers(0, 5, shape).astype(np.uint8)
+    assert_matches_scipy(mask, values, 5, chunks, neighbourhood)
+
+
+@pytest.fixture(scope="module")
+def landcover():
+    """MapBiomas c8 Lourenço, 1341 x 1341 px: band 38 (2022) and band 1 (1985)."""
+    with rasterio.open(LANDCOVER) as src:
+        return src.read(38), src.read(1)
+
+
+@pytest.mark.parametrize("chunks", [WHOLE, (64, 64), (100, 37), ROWS])
+@pytest.mark.parametrize("code", [3, 30], ids=["forest", "mining"])
+def test_landcover_matches_whole_array_scipy(landcover, chunks, code):
+    """Forest: 37 patches, one spanning every chunk. Mining: 79 small ones. Values: 1985 land cover.
+
+    8-neighbour only (the pipeline default) to keep the file fast; 4 is covered by the random masks.
+    """
+    lc_2022, lc_1985 = landcover
+    # 1341 one-row chunks are bound by the scheduler's per-task cost; the other tests run on threads
+    with dask.config.set(scheduler="synchronous"):
+        assert_matches_scipy(lc_2022 == code, lc_1985, 64, chunks, 8)
+
+
+PIXEL = 30.0
+TRANSFORM = Affine(PIXEL, 0, 500_000, 0, -PIXEL, 8_000_000)
+HAND = np.array([
+    [1, 0, 0, 0, 0, 1],
+    [1, 0, 0, 0, 0, 0],
+    [1, 1, 1, 0, 0, 0],
+    [0, 0, 0, 0, 0, 0],
+    [0, 0, 0, 0, 1, 0],
+    [0, 0, 0, 0, 0, 1],
+], bool)
+"""8-neighbour patches: 1 = L of 5 px, 2 = lone pixel (0, 5), 3 = two pixels touching at a corner."""
+
+
+def world(cols_rows):
+    return [TRANSFORM @ xy for xy in cols_rows]
+
+
+@pytest.mark.parametrize("chunks", [WHOLE, (2, 2), (5, 5), ROWS, (1, 1)])
+def test_polygons_exact_and_chunk_invariant(chunks):
+    p = patches_of(HAND, chunks, neighbourhood=8)
+    np.testing.assert_array_equal(p.pixel_count, [0, 5, 1, 2])
+    by_ids = p.polygons(np.array([1, 3]), TRANSFORM)
+    by_mask = p.polygons(np.array([False, True, False, True]), TRANSFORM)
+    assert sorted(by_ids) == sorted(by_mask) == [1, 3]
+    ell = shapely.Polygon(world([(0, 0), (1, 0), (1, 2), (3, 2), (3, 3), (0, 3)]))
+    pair = shapely.MultiPolygon([shapely.Polygon(world([(4, 4), (5, 4), (5, 5), (4, 5)])),
+                                 shapely.Polygon(world([(5, 5), (6, 5), (6, 6), (5, 6)]))])
+    for pid, expected in [(1, ell), (3, pair)]:
+        for got in (by_ids[pid], by_mask[pid]):
+            assert got.geom_type == expected.geom_type
+            assert got.area == p.pixel_count[pid] * PIXEL**2
+            assert shapely.equals_exact(shapely.normalize(got), shapely.normalize(expected), tolerance=0)
+
+
+def test_values_and_empty_mask():
+    p = patches_of(np.zeros((4, 6), bool), (2, 2), values=da.zeros((4, 6), dtype=int, chunks=3), n_values=3)
+    assert p.n_patches == 0
+    np.testing.assert_array_equal(p.pixel_count, [0])
+    assert p.value_counts.shape == (1, 3) and p.polygons(np.array([], int), TRANSFORM) == {}
+    np.testing.assert_array_equal(p.labels().compute(), np.zeros((4, 6)))
+
+
+def test_values_outside_range_allowed_on_background():
+    """A nodata value (255) off the mask is ignored; the two 4-neighbour patches get their own values."""
+    mask = np.array([[1, 0, 0], [0, 1, 1]], bool)
+    values = np.array([[2, 255, 255], [255, 0, 2]], np.uint8)
+    p = patches_of(mask, (1, 2), neighbourhood=4, values=da.from_array(values, chunks=(1, 2)), n_values=3)
+    np.testing.assert_array_equal(p.value_counts, [[0, 0, 0], [0, 0, 1], [1, 0, 1]])
+
+
+def test_bad_input_raises():
+    mask = da.ones((4, 4), dtype=bool, chunks=2)
+    with pytest.raises(ValueError, match="neighbourhood"):
+        label_patches(mask, neighbourhood=6)
+    with pytest.raises(ValueError, match="2-D"):
+        label_patches(da.ones((2, 4, 4), dtype=bool))
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        label_patches(mask, values=da.full((4, 4), 3, dtype=int, chunks=2), n_values=3)
+    with pytest.raises(ValueError, match="n_values"):
+        label_patches(mask, values=da.ones((4, 4), dtype=float, chunks=2), n_values=3)
