@@ -148,19 +148,31 @@ def year_rows(class_counts: np.ndarray, legend: Legend, *, pixel_ha: float, year
 
 
 # ------------------------------------------------------------------------------------------ patches
-def conversion_patches(stack: da.Array, ctx: Context, *, ia: int, ib: int, year_from: int, year_to: int) -> gpd.GeoDataFrame:
+def conversion_patches(stack: da.Array, ctx: Context, *, ia: int, ib: int, year_from: int, year_to: int,
+                       landscape_counts: np.ndarray) -> gpd.GeoDataFrame:
     """8-connected patches of natural pixels of year_from that are mapped, non-natural land in year_to.
 
     Only patches of at least ``min_mapping_unit_ha`` are vectorised; each has its dominant transition
     (class_from, class_to), a text of all its transitions with their areas, its area, and the zones it
     touches per zone layer (largest overlap first).
+
+    Notes
+    -----
+    Per-patch transition histograms only have a column for the (from, to) pairs that occur in the
+    landscape (read from ``landscape_counts``, the period's (K, K) pixel counts), so their memory is
+    patches x (pairs present), not patches x K².
     """
     legend, pixel_ha = ctx.legend, ctx.grid.pixel_area_ha
     K = legend.n_classes
+    converted = np.zeros((K, K), bool)
+    converted[np.ix_(legend.natural, ~legend.natural & (np.arange(K) >= FIRST_CLASS))] = True
+    pair_codes = np.flatnonzero(converted.ravel() & (landscape_counts.ravel() > 0))  # from * K + to
+    pair_index = np.zeros(K * K, np.int32)
+    pair_index[pair_codes] = np.arange(1, pair_codes.size + 1)
     lc_a, lc_b = stack[ia], stack[ib]
     mask = da.map_blocks(_converted_mask, lc_a, lc_b, natural=legend.natural, dtype=bool)
-    values = lc_a.astype(np.int32) * K + lc_b
-    patches = blocks.label_patches(mask, neighbourhood=8, values=values, n_values=K * K)
+    values = da.map_blocks(_pair_values, lc_a, lc_b, pair_index=pair_index, n_classes=K, dtype=np.int32)
+    patches = blocks.label_patches(mask, neighbourhood=8, values=values, n_values=pair_codes.size + 1)
     mmu_px = ctx.config.indicators.conversion.min_mapping_unit_ha / pixel_ha  # type: ignore[union-attr]
     ids = np.flatnonzero(patches.pixel_count >= max(mmu_px, 1))  # index 0 (background) has count 0
     columns = ["patch_id", "period", "year_from", "year_to", "class_from", "class_to", "area_ha", "transitions",
@@ -170,13 +182,15 @@ def conversion_patches(stack: da.Array, ctx: Context, *, ia: int, ib: int, year_
     shapes = patches.polygons(ids, ctx.grid.transform)
     records = []
     for pid in ids:
-        hist = patches.value_counts[pid]
+        hist = patches.value_counts[pid, 1:]
         order = np.argsort(-hist, kind="stable")
         order = order[hist[order] > 0]
-        text = "; ".join(f"{legend.names[v // K]} -> {legend.names[v % K]}: {hist[v] * pixel_ha:.2f} ha" for v in order)
+        codes = pair_codes[order]
+        text = "; ".join(f"{legend.names[c // K]} -> {legend.names[c % K]}: {n * pixel_ha:.2f} ha"
+                         for c, n in zip(codes, hist[order], strict=True))
         records.append({
             "patch_id": int(pid), "period": f"{year_from}-{year_to}", "year_from": year_from, "year_to": year_to,
-            "class_from": legend.names[order[0] // K], "class_to": legend.names[order[0] % K],
+            "class_from": legend.names[codes[0] // K], "class_to": legend.names[codes[0] % K],
             "area_ha": float(patches.pixel_count[pid] * pixel_ha), "transitions": text, "geometry": shapes[int(pid)],
         })
     frame = gpd.GeoDataFrame(records, geometry="geometry", crs=ctx.grid.crs)
@@ -188,6 +202,11 @@ def conversion_patches(stack: da.Array, ctx: Context, *, ia: int, ib: int, year_
 def _converted_mask(lc_a: np.ndarray, lc_b: np.ndarray, *, natural: np.ndarray) -> np.ndarray:
     """Natural in ya, mapped and non-natural in yb."""
     return natural[lc_a] & ~natural[lc_b] & (lc_b >= FIRST_CLASS)
+
+
+def _pair_values(lc_a: np.ndarray, lc_b: np.ndarray, *, pair_index: np.ndarray, n_classes: int) -> np.ndarray:
+    """Compact index of each pixel's (from, to) pair; 0 for pairs that are not a conversion."""
+    return pair_index[lc_a.astype(np.int32) * n_classes + lc_b]
 
 
 def _zones_touched(geom, layer) -> str:
@@ -230,7 +249,9 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
                 rows += period_rows(per_zone[p, z], legend, pixel_ha=pixel_ha, year_from=config.cutoff_year,
                                     year_to=years[-1], zone_layer=layer.name, zone=zone, since_cutoff=True)
     table = tidy(rows, landscape=config.name, indicator=NAME)
-    patches = [conversion_patches(stack.data, ctx, ia=a, ib=b, year_from=years[a], year_to=years[b]) for a, b in pairs]
+    landscape = counts[0].sum(axis=1)  # layer 0 is `landscape`; summing faces gives the whole landscape
+    patches = [conversion_patches(stack.data, ctx, ia=a, ib=b, year_from=years[a], year_to=years[b],
+                                  landscape_counts=landscape[p]) for p, (a, b) in enumerate(pairs)]
     features = {PATCH_LAYER: pd.concat(patches, ignore_index=True) if patches else gpd.GeoDataFrame()}
     features[PATCH_LAYER] = gpd.GeoDataFrame(features[PATCH_LAYER], geometry="geometry", crs=ctx.grid.crs)
     return IndicatorResult(table=table, features=features, zone_metrics=ZONE_METRICS)

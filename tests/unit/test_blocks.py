@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from pipeline.blocks import label_patches
 
-LANDCOVER = Path("/work/shared/data/amapa_lourenco/mapbiomas_c8_lourenco_1985_2022.tif")
+LANDCOVER = Path(__file__).parents[2] / "data/raw/lourenco/mapbiomas_c8_lourenco_1985_2022.tif"
 STRUCTURE = {4: ndimage.generate_binary_structure(2, 1), 8: np.ones((3, 3), bool)}
 WHOLE = (-1, -1)
 ROWS = (1, -1)  # (1, n): one chunk per row
