@@ -138,6 +138,7 @@ class ZoneLayerConfig(_Strict):
     id_field: str = Field(description="Attribute that names each zone; polygons sharing a value form one zone.")
     layer: str | None = Field(None, description="Layer name for multi-layer files (GeoPackage).")
     where: str | None = Field(None, description="Optional attribute filter (OGR SQL WHERE clause).")
+    protected: bool = Field(False, description="True for a protected-areas layer: ProtConn is computed from it.")
 
 
 class VectorConfig(_Strict):
@@ -160,8 +161,22 @@ class ConversionConfig(_Strict):
     )
 
 
+class ConnectivityConfig(_Strict):
+    neighbourhood: Literal[4, 8] = Field(8, description="Pixels joined through edges (4) or edges and corners (8).")
+    edge_depth_m: PositiveFloat = Field(100, description="Edge depth for core area (m), cityblock as in FRAGSTATS.")
+    min_patch_ha: float = Field(1.0, ge=0, description="Smallest patch (ha) in the ECA graph and the patches layer.")
+    dispersal_m: list[PositiveFloat] = Field(
+        [1000, 10000], min_length=1, description="Dispersal distances (m) at which the link probability is p_at_dispersal."
+    )
+    p_at_dispersal: float = Field(0.5, gt=0, lt=1, description="Link probability at the dispersal distance.")
+    prune_probability: float = Field(
+        1e-4, gt=0, lt=0.5, description="Links and paths less likely than this are dropped from the ECA graph."
+    )
+
+
 class IndicatorsConfig(_Strict):
     conversion: ConversionConfig | None = Field(None, description="Natural-ecosystem conversion (DESIGN §4).")
+    connectivity: ConnectivityConfig | None = Field(None, description="Natural-ecosystem connectivity (DESIGN §4).")
 
 
 class ComputeConfig(_Strict):

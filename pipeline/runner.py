@@ -30,7 +30,7 @@ from rasterio.windows import transform as window_transform
 from pipeline import __version__, align, outputs
 from pipeline import legend as legend_mod
 from pipeline.config import LandscapeConfig, legends_dir, load_landscape, project_root
-from pipeline.errors import AreaCheckError, SourceError
+from pipeline.errors import AreaCheckError, ConfigError, SourceError
 from pipeline.grid import LandscapeGrid, build_grid
 from pipeline.indicators import REGISTRY
 from pipeline.indicators.base import Context, IndicatorResult
@@ -107,6 +107,7 @@ def prepare(config_path: Path, *, chunk_px: int | None = None) -> Prepared:
         chunk_px=chunk_px or config.grid.chunk_px, source_crs=first.crs, source_transform=first.transform,
         source_shape=first.shape,
     )
+    _check_halos(config, grid, config_path)
     boundary_grid = _to_crs(boundary, boundary_crs, grid.crs)
     zones = [landscape_layer(config.name, boundary_grid)]
     for name, zone_cfg in config.zones.items():
@@ -121,6 +122,20 @@ def prepare(config_path: Path, *, chunk_px: int | None = None) -> Prepared:
         inputs += [(f"zones.{name}", p) for p in _vector_files(zone_path)]
     return Prepared(config, config_path, root, legend, boundary_grid, _to_crs(boundary, boundary_crs, "EPSG:4326"),
                     notes, bands, grid, tuple(zones), inputs)
+
+
+def _check_halos(config: LandscapeConfig, grid: LandscapeGrid, config_path: Path) -> None:
+    """Neighbourhood distances are computed per chunk with a halo: the halo must fit in a chunk."""
+    conn = config.indicators.connectivity
+    if conn is not None:
+        from pipeline.indicators.connectivity import core_depth_px
+
+        halo = core_depth_px(conn.edge_depth_m, grid.resolution_m)
+        if halo > grid.chunk_px:
+            raise ConfigError(
+                f"{config_path}: indicators.connectivity.edge_depth_m {conn.edge_depth_m:g} needs a halo of {halo} px, "
+                f"wider than grid.chunk_px {grid.chunk_px}; raise grid.chunk_px or lower edge_depth_m"
+            )
 
 
 def _landcover_bands(config: LandscapeConfig, root: Path) -> dict[int, local.RasterBand]:

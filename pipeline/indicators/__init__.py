@@ -1,5 +1,5 @@
 """Indicator modules. Each has ``NAME``, ``compute(stack, ctx) -> IndicatorResult`` (see base.py)."""
 
-from pipeline.indicators import conversion
+from pipeline.indicators import connectivity, conversion
 
-REGISTRY = {"conversion": conversion}
+REGISTRY = {"conversion": conversion, "connectivity": connectivity}

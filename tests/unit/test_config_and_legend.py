@@ -112,3 +112,18 @@ def test_missing_legend_lists_known_ones(tmp_path):
 
 def test_config_model_is_strict():
     assert LandscapeConfig.model_config["extra"] == "forbid"
+
+
+def test_edge_depth_wider_than_a_chunk_is_a_config_error(tmp_path):
+    import shutil
+
+    from pipeline.runner import prepare
+
+    for f in Path("tests/data/mini").iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    data = yaml.safe_load((tmp_path / "mini.yaml").read_text())
+    data["grid"]["chunk_px"] = 16
+    data["indicators"]["connectivity"]["edge_depth_m"] = 600  # 20 px at 30 m
+    (tmp_path / "mini.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="edge_depth_m 600 needs a halo of 20 px, wider than grid.chunk_px 16"):
+        prepare(tmp_path / "mini.yaml")

@@ -1,0 +1,390 @@
+"""Natural-ecosystem connectivity: FRAGSTATS class-level patch metrics, ECA and ProtConn (DESIGN.md §4).
+
+Inputs : class indices (year, y, x) on the LandscapeGrid; legend tables; zone face ids; zone geometries.
+Outputs: connectivity.csv, per year, per ecosystem type and ``all_natural``, per zone:
+         patch_count, patch_density (per 100 ha), largest_patch_index (%), mean_patch_area_ha,
+         area_weighted_mean_patch_ha, effective_mesh_size_ha, edge_density_m_per_ha, core_area_ha;
+         for the landscape only: equivalent_connected_area_ha_<D>m and eca_pct_<D>m per dispersal distance D,
+         protconn_pct_<D>m when a zone layer has ``protected: true``; <metric>_change and
+         <metric>_change_pct per period. connectivity.gpkg layer ``patches`` (patches >= min_patch_ha).
+
+Definitions (FRAGSTATS class level; pylandstats gives the same numbers, tests/indicators/test_connectivity_parity.py):
+- a class is an ecosystem type (its edges are borders with any other mapped class) or all natural land
+  (edges are borders with mapped non-natural land); outside the boundary and unmapped pixels are neither
+  class nor edge, and the area A is the mapped area inside the boundary (or zone);
+- patches are 4- or 8-connected components labelled over the whole landscape (blocks.label_patches);
+- MESH = Σ a_i² / A (Jaeger 2000, cutting-out), LPI = 100 · max a_i / A, PD = 100 · n / A(ha),
+  AREA_AM = Σ a_i² / Σ a_i, ED = edge length / A (m/ha), counted on pixel sides;
+- core area: class pixels farther than ``edge_depth_m`` from other mapped classes, measured as FRAGSTATS and
+  pylandstats do, by 4-neighbour (cityblock) erosion of depth round(edge_depth_m / pixel size) pixels. Unlike
+  pylandstats, the landscape boundary and unmapped pixels do not erode core: the study-area edge is not a
+  habitat edge (pylandstats erodes from the array border; the parity test pads with another class).
+
+Per zone: a zone's numbers are those of the landscape's patches cut at the zone boundary (Jaeger's
+cutting-out): a_i is the part of patch i inside the zone and A the zone's mapped area, so MESH, LPI,
+AREA_MN/AM, PD and patch_count describe how fragmented the natural land inside the zone is, with patches
+that continue outside kept whole in their connectivity (a patch that leaves and re-enters a zone counts
+once). Edge and core pixels are counted where they lie. ECA is not given per zone: it is a property of the
+whole network, and a zone's "share" of it has no agreed definition.
+"""
+
+from __future__ import annotations
+
+import math
+
+import dask
+import dask.array as da
+import geopandas as gpd
+import numpy as np
+import xarray as xr
+from scipy import ndimage, sparse
+
+from pipeline import blocks, graph
+from pipeline.config import ECOSYSTEMS, ConnectivityConfig
+from pipeline.indicators.base import ALL_NATURAL, Context, IndicatorResult, tidy
+from pipeline.legend import FIRST_CLASS, Legend
+from pipeline.zones import LANDSCAPE, ZoneLayer
+
+NAME = "connectivity"
+PATCH_LAYER = "patches"
+ZONE_METRICS = ("patch_count", "largest_patch_index", "effective_mesh_size_ha", "edge_density_m_per_ha", "core_area_ha")
+CROSS = ndimage.generate_binary_structure(2, 1)
+UNITS = {
+    "patch_count": "count", "patch_density": "per 100 ha", "largest_patch_index": "%", "mean_patch_area_ha": "ha",
+    "area_weighted_mean_patch_ha": "ha", "effective_mesh_size_ha": "ha", "edge_density_m_per_ha": "m/ha",
+    "core_area_ha": "ha",
+}
+
+
+# ------------------------------------------------------------------------------------------ kernels
+def class_groups(legend: Legend) -> list[tuple[str, np.ndarray]]:
+    """(name, member table over class indices) for each ecosystem type in the legend, then all natural."""
+    groups = [(eco, legend.ecosystem == i) for i, eco in enumerate(ECOSYSTEMS) if (legend.ecosystem == i).any()]
+    return [*groups, (ALL_NATURAL, legend.natural.copy())]
+
+
+def core_depth_px(edge_depth_m: float, resolution_m: float) -> int:
+    """Erosion depth in pixels: pixels whose centre lies within edge_depth_m of an edge (round half up)."""
+    return int(math.floor(edge_depth_m / resolution_m + 0.5))
+
+
+def edge_sides(mask: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Per pixel, how many of its 4 sides face ``other`` (uint8); arrays carry a 1-pixel halo, result is interior."""
+    inner = mask[1:-1, 1:-1]
+    sides = (inner & other[:-2, 1:-1]).astype(np.uint8)
+    sides += inner & other[2:, 1:-1]
+    sides += inner & other[1:-1, :-2]
+    sides += inner & other[1:-1, 2:]
+    return sides
+
+
+def core_pixels(mask: np.ndarray, other: np.ndarray, depth: int) -> np.ndarray:
+    """Pixels of ``mask`` more than ``depth`` 4-neighbour steps from ``other`` (same shape; exact away from
+    the array border when the arrays carry a halo of ``depth`` pixels)."""
+    if depth == 0:
+        return mask.copy()
+    near = ndimage.binary_dilation(other, structure=CROSS, iterations=depth)
+    return mask & ~near
+
+
+def _year_stats(lc_halo: np.ndarray, *faces: np.ndarray, tables: np.ndarray, halo: int, depth: int,
+                n_faces: tuple[int, ...]) -> list[np.ndarray]:
+    """One chunk: per zone layer, per face: [mapped px, then for each group: class px, edge sides, core px].
+
+    Class pixels come from one (face, class) histogram; edge sides and non-core pixels are sparse (they lie
+    along patch borders), so they are counted only where they occur.
+    """
+    h = halo
+    interior = (slice(h, lc_halo.shape[0] - h), slice(h, lc_halo.shape[1] - h))
+    ring1 = (slice(h - 1, lc_halo.shape[0] - h + 1), slice(h - 1, lc_halo.shape[1] - h + 1))
+    lc = lc_halo[interior]
+    mapped = lc_halo >= FIRST_CLASS
+    n_classes = tables.shape[1]
+    sparse_columns = []  # per group: (edge sides, non-core pixels) as interior arrays
+    for table in tables:
+        mask = table[lc_halo]
+        other = mapped & ~mask
+        sides = edge_sides(mask[ring1], other[ring1])
+        edge_zone = (mask & ~core_pixels(mask, other, depth))[interior]
+        sparse_columns.append((sides, edge_zone))
+    out = []
+    for face, nf in zip(faces, n_faces, strict=True):
+        by_class = np.bincount((face.astype(np.int64) * n_classes + lc).ravel(), minlength=nf * n_classes)
+        by_class = by_class.reshape(nf, n_classes)
+        columns = [by_class[:, FIRST_CLASS:].sum(axis=1)]
+        for table, (sides, edge_zone) in zip(tables, sparse_columns, strict=True):
+            class_px = by_class @ table.astype(np.int64)
+            on = sides > 0
+            edge_count = np.bincount(face[on], weights=sides[on], minlength=nf).astype(np.int64)
+            non_core = np.bincount(face[edge_zone], minlength=nf)
+            columns += [class_px, edge_count, class_px - non_core]
+        out.append(np.stack(columns, axis=1).astype(np.int64))
+    return out
+
+
+def _group_core(lc_halo: np.ndarray, *, table: np.ndarray, depth: int, halo: int) -> np.ndarray:
+    mapped = lc_halo >= FIRST_CLASS
+    mask = table[lc_halo]
+    core = core_pixels(mask, mapped & ~mask, depth)
+    return core[halo:core.shape[0] - halo, halo:core.shape[1] - halo].astype(np.uint8)
+
+
+def _part_counts(labels: np.ndarray, *faces: np.ndarray, n_faces: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One chunk: per zone layer, the (patch * n_faces + face) keys present and their pixel counts."""
+    inside = labels > 0
+    out = []
+    for face, nf in zip(faces, n_faces, strict=True):
+        keys, counts = np.unique(labels[inside].astype(np.int64) * nf + face[inside], return_counts=True)
+        out.append((keys, counts))
+    return out
+
+
+def class_metrics(parts_px: np.ndarray, *, area_px: int, edge_sides: int, core_px: int, pixel_ha: float,
+                  resolution_m: float) -> dict[str, float]:
+    """FRAGSTATS class-level metrics from patch (part) sizes in pixels and the zone's mapped area.
+
+    Returns hectares, counts, % and m/ha as named; metrics undefined for no patch are NaN.
+    """
+    parts = np.asarray(parts_px, dtype=np.float64)
+    parts = parts[parts > 0]
+    area_ha = area_px * pixel_ha
+    n = len(parts)
+    total = parts.sum() * pixel_ha
+    squares = float((parts * pixel_ha) @ (parts * pixel_ha)) if n else 0.0
+    return {
+        "patch_count": float(n),
+        "patch_density": 100 * n / area_ha if area_ha else math.nan,
+        "largest_patch_index": 100 * parts.max() * pixel_ha / area_ha if n and area_ha else (0.0 if area_ha else math.nan),
+        "mean_patch_area_ha": total / n if n else math.nan,
+        "area_weighted_mean_patch_ha": squares / total if n else math.nan,
+        "effective_mesh_size_ha": squares / area_ha if area_ha else math.nan,
+        "edge_density_m_per_ha": edge_sides * resolution_m / area_ha if area_ha else math.nan,
+        "core_area_ha": core_px * pixel_ha,
+    }
+
+
+def halo_px(depth: int, chunks: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
+    """Chunks whose every chunk is at least ``depth`` pixels (a short last chunk joins its neighbour)."""
+    fixed = []
+    for sizes in chunks:
+        sizes = list(sizes)
+        while len(sizes) > 1 and sizes[-1] < depth:
+            sizes[-2] += sizes.pop()
+        if min(sizes) < depth:
+            raise ValueError(f"a chunk of {min(sizes)} px is narrower than the {depth} px halo")
+        fixed.append(tuple(sizes))
+    return tuple(fixed)
+
+
+# ------------------------------------------------------------------------------------------ compute
+def _tree_sum(items: list):
+    while len(items) > 1:
+        items = [dask.delayed(_add_lists)(*items[i:i + 2]) if i + 1 < len(items) else items[i]
+                 for i in range(0, len(items), 2)]
+    return items[0]
+
+
+def _add_lists(a: list[np.ndarray], b: list[np.ndarray]) -> list[np.ndarray]:
+    return [x + y for x, y in zip(a, b, strict=True)]
+
+
+def year_group_stats(lc: da.Array, ctx: Context, tables: np.ndarray, *, depth: int) -> list[np.ndarray]:
+    """Per zone layer, (n_faces, 1 + 3 · n_groups) pixel counts for one year (one pass over the chunks)."""
+    halo = max(depth, 1)
+    chunks = halo_px(halo, lc.chunks)
+    lc = lc.rechunk(chunks)
+    haloed = da.overlap.overlap(lc, depth={0: halo, 1: halo}, boundary=0)
+    faces = [ctx.face_ids[z.name].rechunk(chunks).to_delayed().ravel() for z in ctx.zones]
+    n_faces = tuple(z.n_faces for z in ctx.zones)
+    partial = [dask.delayed(_year_stats, pure=True)(block, *(f[i] for f in faces), tables=tables, halo=halo, depth=depth,
+                                                    n_faces=n_faces)
+               for i, block in enumerate(haloed.to_delayed().ravel())]
+    return dask.compute(_tree_sum(partial))[0]
+
+
+def _zone_parts(patches: blocks.Patches, ctx: Context) -> list[sparse.csr_array]:
+    """Per zone layer, sparse (n_patches + 1, n_zones) pixel counts of each patch inside each zone."""
+    layers = [z for z in ctx.zones if z.name != LANDSCAPE]
+    n = patches.n_patches + 1
+    result: dict[str, sparse.csr_array] = {}
+    if layers:
+        labels = patches.labels()
+        faces = [ctx.face_ids[z.name].rechunk(labels.chunks).to_delayed().ravel() for z in layers]
+        n_faces = tuple(z.n_faces for z in layers)
+        tasks = [dask.delayed(_part_counts, pure=True)(b, *(f[i] for f in faces), n_faces=n_faces)
+                 for i, b in enumerate(labels.to_delayed().ravel())]
+        per_block = dask.compute(tasks)[0]
+        for k, layer in enumerate(layers):
+            keys = np.concatenate([blk[k][0] for blk in per_block])
+            counts = np.concatenate([blk[k][1] for blk in per_block])
+            by_face = sparse.coo_array((counts, (keys // layer.n_faces, keys % layer.n_faces)),
+                                       shape=(n, layer.n_faces)).tocsr()
+            result[layer.name] = (by_face @ sparse.csr_array(layer.member.astype(np.int64))).tocsr()
+    out = []
+    for z in ctx.zones:
+        if z.name == LANDSCAPE:
+            out.append(sparse.csr_array(patches.pixel_count.reshape(-1, 1)))
+        else:
+            out.append(result[z.name])
+    return out
+
+
+def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
+    """Connectivity metrics for every year, class group and zone; ECA and ProtConn; patch polygons.
+
+    Class groups absent from the landscape in every year are left out; a group absent in one year only
+    gets zero patches that year (so its change is reported).
+    """
+    cfg: ConnectivityConfig = ctx.config.indicators.connectivity  # type: ignore[assignment]
+    depth = core_depth_px(cfg.edge_depth_m, ctx.grid.resolution_m)
+    groups = class_groups(ctx.legend)
+    tables = np.stack([t for _, t in groups])
+    years = [int(y) for y in stack["year"].values]
+    stats = {year: year_group_stats(stack.data[i], ctx, tables, depth=depth) for i, year in enumerate(years)}
+    present = [g for g in range(len(groups)) if any(stats[y][0][:, 1 + 3 * g].sum() for y in years)]
+    values: dict[tuple, float] = {}
+    patch_frames = []
+    for y_index, year in enumerate(years):
+        lc = stack.data[y_index]
+        for g in present:
+            group, table = groups[g]
+            if stats[year][0][:, 1 + 3 * g].sum() == 0:
+                patches = None
+            else:
+                patches = blocks.label_patches(lc.map_blocks(_lookup, table=table, dtype=bool),
+                                               neighbourhood=cfg.neighbourhood, values=_core_array(lc, table, depth),
+                                               n_values=2)
+            values.update(_zone_values(patches, stats[year], g, group, year, ctx))
+            eca, frame = _network(patches, group, year, ctx, cfg)
+            values.update(eca)
+            if frame is not None:
+                patch_frames.append(frame)
+    rows = _year_rows(values) + _change_rows(values, ctx.config.periods()) + _protconn_rows(ctx, cfg)
+    table = tidy(rows, landscape=ctx.config.name, indicator=NAME)
+    columns = {"patch_id": [], "year": [], "ecosystem": [], "area_ha": [], "core_ha": []}
+    patches_gdf = (gpd.GeoDataFrame(_concat(patch_frames), geometry="geometry", crs=ctx.grid.crs) if patch_frames
+                   else gpd.GeoDataFrame(columns, geometry=[], crs=ctx.grid.crs))
+    return IndicatorResult(table=table, features={PATCH_LAYER: patches_gdf}, zone_metrics=ZONE_METRICS)
+
+
+def _core_array(lc: da.Array, table: np.ndarray, depth: int) -> da.Array:
+    """Lazy uint8 core flag of the group's pixels, chunked like ``lc`` (halo of ``depth`` pixels)."""
+    halo = max(depth, 1)
+    chunks = halo_px(halo, lc.chunks)
+    haloed = da.overlap.overlap(lc.rechunk(chunks), depth={0: halo, 1: halo}, boundary=0)
+    core = haloed.map_blocks(_group_core, table=table, depth=depth, halo=halo, dtype=np.uint8, chunks=chunks)
+    return core.rechunk(lc.chunks)
+
+
+def _zone_values(patches: blocks.Patches | None, year_stats: list[np.ndarray], g: int, group: str, year: int,
+                 ctx: Context) -> dict[tuple, float]:
+    """Patch metrics of one group and year for every zone of every layer."""
+    parts = _zone_parts(patches, ctx) if patches is not None else [None] * len(ctx.zones)
+    out = {}
+    for layer, layer_stats, layer_parts in zip(ctx.zones, year_stats, parts, strict=True):
+        zone_stats = layer.zone_counts(layer_stats)  # (n_zones, 1 + 3 G)
+        for z, zone in enumerate(layer.zone_names):
+            if zone_stats[z, 0] == 0:
+                continue
+            part_px = layer_parts[:, [z]].toarray().ravel() if layer_parts is not None else np.array([])
+            metrics = class_metrics(part_px, area_px=int(zone_stats[z, 0]), edge_sides=int(zone_stats[z, 2 + 3 * g]),
+                                    core_px=int(zone_stats[z, 3 + 3 * g]), pixel_ha=ctx.grid.pixel_area_ha,
+                                    resolution_m=ctx.grid.resolution_m)
+            out.update({(metric, layer.name, zone, group, year): value for metric, value in metrics.items()})
+    return out
+
+
+def _network(patches: blocks.Patches | None, group: str, year: int, ctx: Context,
+             cfg: ConnectivityConfig) -> tuple[dict[tuple, float], gpd.GeoDataFrame | None]:
+    """ECA per dispersal distance over patches >= min_patch_ha, and those patches as polygons."""
+    pixel_ha = ctx.grid.pixel_area_ha
+    landscape = ctx.zones[0].zone_names[0]
+    if patches is None:
+        keep, shapes, natural_ha = np.array([], dtype=np.int64), {}, 0.0
+    else:
+        keep = np.flatnonzero(patches.pixel_count >= max(cfg.min_patch_ha / pixel_ha, 1))
+        shapes = patches.polygons(keep, ctx.grid.transform) if keep.size else {}
+        natural_ha = patches.pixel_count.sum() * pixel_ha
+    areas = patches.pixel_count[keep] * pixel_ha if patches is not None else np.array([])
+    geoms = [shapes[int(i)] for i in keep]
+    eca = graph.equivalent_connected_area(areas, geoms, dispersal_m=cfg.dispersal_m, p_at_dispersal=cfg.p_at_dispersal,
+                                          prune_probability=cfg.prune_probability)
+    out = {}
+    for dispersal, value in eca.items():
+        tag = f"{dispersal:g}m"
+        out[(f"equivalent_connected_area_ha_{tag}", LANDSCAPE, landscape, group, year)] = value
+        out[(f"eca_pct_{tag}", LANDSCAPE, landscape, group, year)] = 100 * value / natural_ha if natural_ha else math.nan
+    if not keep.size:
+        return out, None
+    frame = gpd.GeoDataFrame({"patch_id": keep.astype(np.int64), "year": year, "ecosystem": group, "area_ha": areas,
+                              "core_ha": patches.value_counts[keep, 1] * pixel_ha}, geometry=geoms, crs=ctx.grid.crs)
+    return out, frame
+
+
+def _lookup(block: np.ndarray, *, table: np.ndarray) -> np.ndarray:
+    return table[block]
+
+
+def _concat(frames: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
+    import pandas as pd
+
+    return pd.concat(frames, ignore_index=True)
+
+
+def _unit(metric: str) -> str:
+    if metric.startswith("equivalent_connected_area_ha"):
+        return "ha"
+    if metric.startswith(("eca_pct", "protconn_pct")):
+        return "%"
+    return UNITS[metric]
+
+
+def _year_rows(values: dict[tuple, float]) -> list[dict]:
+    return [{"metric": metric, "unit": _unit(metric), "zone_layer": layer, "zone": zone, "ecosystem": group,
+             "year": year, "value": value}
+            for (metric, layer, zone, group, year), value in values.items() if not math.isnan(value)]
+
+
+def _change_rows(values: dict[tuple, float], periods: list[tuple[int, int]]) -> list[dict]:
+    """<metric>_change (absolute) and <metric>_change_pct (% of the earlier year) for every period."""
+    rows = []
+    for (metric, layer, zone, group, year), before in values.items():
+        for year_from, year_to in periods:
+            if year != year_from or (metric, layer, zone, group, year_to) not in values:
+                continue
+            after = values[(metric, layer, zone, group, year_to)]
+            if math.isnan(before) or math.isnan(after):
+                continue
+            base = {"zone_layer": layer, "zone": zone, "ecosystem": group, "year_from": year_from, "year_to": year_to}
+            rows.append({**base, "metric": f"{metric}_change", "unit": _unit(metric), "value": after - before})
+            if before != 0:
+                rows.append({**base, "metric": f"{metric}_change_pct", "unit": "%", "value": 100 * (after - before) / before})
+    return rows
+
+
+def _protconn_rows(ctx: Context, cfg: ConnectivityConfig) -> list[dict]:
+    """ProtConn (Saura et al. 2017) per dispersal distance for each zone layer marked ``protected``."""
+    rows = []
+    landscape = ctx.zones[0]
+    scale = ctx.grid.areal_scale  # polygon areas on the grid CRS -> true areas (1 on equal-area grids)
+    area_ha = landscape.zone_geometries[0].area / 10_000 / scale
+    for name, layer_cfg in ctx.config.zones.items():
+        if not layer_cfg.protected:
+            continue
+        layer: ZoneLayer = next(z for z in ctx.zones if z.name == name)
+        nodes = protected_nodes(layer)
+        eca = graph.equivalent_connected_area(np.array([g.area / 10_000 / scale for g in nodes]), nodes,
+                                              dispersal_m=cfg.dispersal_m, p_at_dispersal=cfg.p_at_dispersal,
+                                              prune_probability=cfg.prune_probability)
+        for dispersal, value in eca.items():
+            rows.append({"metric": f"protconn_pct_{dispersal:g}m", "unit": "%", "zone_layer": name,
+                         "zone": landscape.zone_names[0], "value": 100 * value / area_ha})
+    return rows
+
+
+def protected_nodes(layer: ZoneLayer) -> list:
+    """Protected areas as ProtConn nodes: the layer dissolved (overlaps counted once) and split into parts."""
+    import shapely
+
+    merged = shapely.union_all(list(layer.zone_geometries))
+    return [g for g in shapely.get_parts(merged) if g.area > 0]
