@@ -148,9 +148,20 @@ class VectorConfig(_Strict):
 
 class MiningLayerConfig(_Strict):
     path: str = Field(description="Yearly mining polygons (e.g. Amazon Mining Watch).")
-    year_field: str = Field(description="Attribute holding the year (YYYY or YYYYxx).")
+    name: str = Field("amw", pattern=r"^[a-z0-9_]+$", description="Short source name used in metric names.")
+    year_field: str = Field(description="Attribute holding the year (YYYY, or YYYYxx such as AMW's 201800).")
     cumulative_increments: bool = Field(
-        True, description="True when each year's layer holds only the new detections (footprint = union to Y)."
+        True, description="True when each year's layer holds only the new detections (footprint = union to Y); "
+        "false when each year's layer is that year's whole footprint."
+    )
+    footprint: bool = Field(
+        True, description="True when the polygons are mined surface. False for detection areas larger than the "
+        "mined surface (Amazon Mining Watch's 480 m patches): they then count in the footprint only when no "
+        "mined-surface source exists."
+    )
+    area_field: str | None = Field(
+        None, description="Attribute with the source's own mined area (ha) per polygon, reported as "
+        "mined_area_ha_source_<name> (shared among zones by polygon overlap)."
     )
     layer: str | None = None
 
@@ -174,9 +185,23 @@ class ConnectivityConfig(_Strict):
     )
 
 
+class MiningConfig(_Strict):
+    riparian_buffer_m: PositiveFloat = Field(500, description="Mining within this distance of a river is riparian (m).")
+    affected_distance_m: PositiveFloat = Field(100, description="River centre-line this close to mining is affected (m).")
+    min_persistence_years: int = Field(
+        1, ge=1, description="A pixel is mining only inside a run of this many consecutive observed years."
+    )
+    landcover_source: bool = Field(True, description="Use the legend's mining classes as a mining source.")
+    mining_rights: ZoneLayerConfig | None = Field(
+        None, description="Mining (exploitation) rights polygons; `where` selects the granted phases. id_field names titles."
+    )
+    surface_rights: ZoneLayerConfig | None = Field(None, description="Surface (land) rights polygons.")
+
+
 class IndicatorsConfig(_Strict):
     conversion: ConversionConfig | None = Field(None, description="Natural-ecosystem conversion (DESIGN §4).")
     connectivity: ConnectivityConfig | None = Field(None, description="Natural-ecosystem connectivity (DESIGN §4).")
+    mining: MiningConfig | None = Field(None, description="Alluvial mining footprint (DESIGN §4).")
 
 
 class ComputeConfig(_Strict):

@@ -144,16 +144,19 @@ def build_grid(
     crs_setting: str,
     resolution_m: float | None,
     chunk_px: int,
-    source_crs: CRS,
-    source_transform: Affine,
-    source_shape: tuple[int, int],
+    source_crs: CRS | None,
+    source_transform: Affine | None,
+    source_shape: tuple[int, int] | None,
 ) -> LandscapeGrid:
     """The landscape grid for a boundary and a land-cover source (DESIGN.md §2).
 
     ``auto``: LAEA on the boundary's centroid, origin aligned to multiples of the resolution.
     ``native``: the source raster's own grid, cut to the window that covers the boundary.
     Anything else is parsed as a CRS (EPSG code, ESRI code, WKT, PROJ string).
+    Without a land-cover source (not fetched yet), ``native`` is impossible and ``resolution_m`` is required.
     """
+    if source_crs is None and (crs_setting == "native" or resolution_m is None):
+        raise GridError("there is no land cover to take the grid from: set grid.crs (auto or a CRS) and grid.resolution_m")
     if crs_setting == "native":
         if source_crs.is_geographic:
             raise GridError(

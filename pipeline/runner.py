@@ -34,8 +34,10 @@ from pipeline.errors import AreaCheckError, ConfigError, SourceError
 from pipeline.grid import LandscapeGrid, build_grid
 from pipeline.indicators import REGISTRY
 from pipeline.indicators.base import Context, IndicatorResult
+from pipeline.indicators.mining import OUTSIDE_ZONES
 from pipeline.legend import Legend
 from pipeline.sources import local
+from pipeline.sources.layers import load_layers
 from pipeline.zones import LANDSCAPE, ZoneLayer, build_zone_layer, landscape_layer
 
 AREA_TOLERANCE_EDGE_FRACTION = 0.5  # tolerance = this x perimeter x pixel size (edge-pixel rasterisation error)
@@ -56,6 +58,8 @@ class Prepared:
     grid: LandscapeGrid
     zones: tuple[ZoneLayer, ...]
     input_files: list[tuple[str, Path]] = field(default_factory=list)  # (role, path)
+    vectors: dict = field(default_factory=dict)  # auxiliary layers in the grid CRS (sources/layers.py)
+    landcover_missing: str | None = None  # why there is no land cover (only the mining footprint can run)
 
     @property
     def out_dir(self) -> Path:
@@ -98,15 +102,16 @@ def prepare(config_path: Path, *, chunk_px: int | None = None) -> Prepared:
     inputs: list[tuple[str, Path]] = [("config", config_path), ("legend", legend.path)]
     inputs += [("boundary", p) for p in _vector_files(boundary_path)]
 
-    bands = _landcover_bands(config, root)
+    bands, missing_note = _landcover_bands(config, root)
     inputs += [(f"landcover_{y}", Path(b.path)) for y, b in bands.items()]
-    first = bands[config.years[0]]
-    _check_overlap(boundary, boundary_crs, boundary_path, first)
-    grid = build_grid(
-        boundary, boundary_crs, crs_setting=config.grid.crs, resolution_m=config.grid.resolution_m,
-        chunk_px=chunk_px or config.grid.chunk_px, source_crs=first.crs, source_transform=first.transform,
-        source_shape=first.shape,
-    )
+    if bands:
+        first = bands[config.years[0]]
+        _check_overlap(boundary, boundary_crs, boundary_path, first)
+        source = {"source_crs": first.crs, "source_transform": first.transform, "source_shape": first.shape}
+    else:
+        source = {"source_crs": None, "source_transform": None, "source_shape": None}
+    grid = build_grid(boundary, boundary_crs, crs_setting=config.grid.crs, resolution_m=config.grid.resolution_m,
+                      chunk_px=chunk_px or config.grid.chunk_px, **source)
     _check_halos(config, grid, config_path)
     boundary_grid = _to_crs(boundary, boundary_crs, grid.crs)
     zones = [landscape_layer(config.name, boundary_grid)]
@@ -120,8 +125,10 @@ def prepare(config_path: Path, *, chunk_px: int | None = None) -> Prepared:
             )
         zones.append(build_zone_layer(name, frame, zone_cfg.id_field, boundary_grid, grid.crs))
         inputs += [(f"zones.{name}", p) for p in _vector_files(zone_path)]
+    vectors, vector_inputs = load_layers(config, lambda p: _resolve(root, p), grid.crs, boundary_grid)
+    inputs += vector_inputs
     return Prepared(config, config_path, root, legend, boundary_grid, _to_crs(boundary, boundary_crs, "EPSG:4326"),
-                    notes, bands, grid, tuple(zones), inputs)
+                    notes, bands, grid, tuple(zones), inputs, vectors, missing_note)
 
 
 def _check_halos(config: LandscapeConfig, grid: LandscapeGrid, config_path: Path) -> None:
@@ -138,21 +145,26 @@ def _check_halos(config: LandscapeConfig, grid: LandscapeGrid, config_path: Path
             )
 
 
-def _landcover_bands(config: LandscapeConfig, root: Path) -> dict[int, local.RasterBand]:
+def _landcover_bands(config: LandscapeConfig, root: Path) -> tuple[dict[int, local.RasterBand], str | None]:
+    """The land-cover band of every year, or ({}, why) when Earth Engine land cover is not fetched yet and
+    the mining footprint can still be computed from the shipped mining layers."""
     lc = config.landcover
     path = _resolve(root, lc.path)
     if lc.source == "earthengine":
         missing = [str(path).replace("{year}", str(y)) for y in config.years
                    if not Path(str(path).replace("{year}", str(y))).exists()]
         if missing:
-            raise SourceError(
+            note = (
                 f"land cover for landscape {config.name!r} is not on disk: missing {', '.join(missing)}. "
                 f"It comes from Earth Engine ({config.landcover.legend}): run `make fetch landscape={config.name}` "
                 "once the fetch stage exists (it is not built yet), or put GeoTIFFs at those paths"
             )
+            if config.indicators.mining is not None and config.mining_layers:
+                return {}, note
+            raise SourceError(note)
     band_of = lc.band_per_year.band if lc.band_per_year else None
     return local.raster_bands(path, years=config.years, band_of=band_of,
-                              hint="check landcover.path and years in the landscape config")
+                              hint="check landcover.path and years in the landscape config"), None
 
 
 def _check_overlap(boundary: shapely.Geometry, boundary_crs: CRS, boundary_path: Path, band: local.RasterBand) -> None:
@@ -235,72 +247,91 @@ def run(config_path: Path, *, chunk_px: int | None = None, out_dir: Path | None 
     final_dir = out_dir or prep.out_dir
     timings["prepare"] = time.perf_counter() - tick
     config, grid, legend = prep.config, prep.grid, prep.legend
-    years = config.years
-    bands = [prep.bands[y] for y in years]
-    dtype = np.result_type(*[np.dtype(b.dtype) for b in bands])
-    outside_code = legend.outside_code(dtype)
 
     with _scheduler(config), outputs.Staging(final_dir) as staging:
         # 1. align every year onto the grid and write it, counting codes in the same pass
         tick = time.perf_counter()
-        stack = align.aligned_stack(grid, prep.boundary, bands, resampling=config.grid.resampling,
-                                    outside_code=outside_code, unmapped_code=legend.unmapped_code,
-                                    legend_path=str(legend.path))
-        tif_names = [f"landcover_{y}.tif" for y in years]
-        tiled = [staging.path(f".tiled_{n}") for n in tif_names]
-        colormap = _colormap(legend) if dtype.itemsize <= 2 else None
-        store, datasets = outputs.store_rasters(stack, tiled, grid, nodata=outside_code, colormap=colormap)
-        histogram = align.code_histogram(stack, size=int(np.iinfo(dtype).max) + 1)
-        try:
-            with progress("align land cover"):
-                _, counts = dask.compute(store, histogram)
-        finally:
-            for d in datasets:
-                d.close()
+        if prep.bands:
+            stack_xr, inside_px, tiled, resampling, outside_code = _align_landcover(prep, staging, progress)
+        else:
+            warnings.warn(f"{prep.landcover_missing}; computing what the shipped data allow (the mining footprint)",
+                          stacklevel=2)
+            stack_xr, tiled, resampling, outside_code = None, [], {}, None
+            with progress("rasterise the boundary"):
+                inside_px = int((prep.zones[0].face_ids(grid) > 0).sum().compute())
         timings["align"] = time.perf_counter() - tick
-        for year, band, year_counts in zip(years, bands, counts, strict=True):
-            legend.check_codes(year_counts, source=f"{band.path} (band {band.band}, year {year})",
-                               outside_code=outside_code)
-        inside_px = int(counts[0].sum() - counts[0][outside_code])
         area = area_check(prep, inside_px)
 
         # 2. indicators on class indices read back from the aligned rasters
-        tick = time.perf_counter()
-        lut = legend.lookup_table(dtype, outside_code=outside_code)
-        layers = [local.lazy_raster(p, shape=grid.shape, chunks=grid.chunks, dtype=dtype.name) for p in tiled]
-        classes = da.stack([layer.map_blocks(_classify, lut=lut, dtype=lut.dtype) for layer in layers]).rechunk({0: -1})
-        stack_xr = xr.DataArray(classes, dims=("year", "y", "x"), coords={"year": years}, name="class_index")
         ctx = Context(grid=grid, legend=legend, config=config, zones=prep.zones,
-                      face_ids={z.name: z.face_ids(grid) for z in prep.zones})
+                      face_ids={z.name: z.face_ids(grid) for z in prep.zones}, vectors=prep.vectors)
         results: dict[str, IndicatorResult] = {}
+        not_computed: list[dict] = []
         for name, module in REGISTRY.items():
             if getattr(config.indicators, name, None) is None:
                 continue
+            if stack_xr is None and module.NEEDS_LANDCOVER:
+                not_computed.append({"indicator": name, "metric": "all", "reason": prep.landcover_missing})
+                continue
+            tick = time.perf_counter()
             with progress(f"indicator {name}"):
                 results[name] = module.compute(stack_xr, ctx)
+            not_computed += [{"indicator": name, **item} for item in results[name].not_computed]
             timings[name] = time.perf_counter() - tick
-            tick = time.perf_counter()
 
         # 3. outputs: tables, GeoPackages, COGs, manifest; then move everything into place
         tick = time.perf_counter()
         names = []
         zone_geoms = {(z.name, n): g for z in prep.zones for n, g in zip(z.zone_names, z.zone_geometries, strict=True)}
+        for z in prep.zones[1:]:  # "(outside all zones)" rows (mining) map to the rest of the landscape
+            zone_geoms[(z.name, OUTSIDE_ZONES)] = shapely.difference(prep.boundary, shapely.union_all(list(z.zone_geometries)))
         for name, result in results.items():
             outputs.write_csv(result.table, staging.path(f"{name}.csv"))
             zones_gdf = outputs.zones_layer(result.table, zone_geoms, result.zone_metrics, grid.crs)
             outputs.write_gpkg({"zones": zones_gdf, **result.features}, staging.path(f"{name}.gpkg"))
             names += [f"{name}.csv", f"{name}.gpkg"]
         with progress("write cloud-optimised GeoTIFFs"):
-            for src, name in zip(tiled, tif_names, strict=True):
-                outputs.to_cog(src, staging.path(name))
-        names += tif_names
+            for year, src in zip(config.years, tiled, strict=False):
+                outputs.to_cog(src, staging.path(f"landcover_{year}.tif"))
+                names.append(f"landcover_{year}.tif")
         timings["write"] = time.perf_counter() - tick
-        manifest = _manifest(prep, area, started, timings, [(n, staging.path(n)) for n in names],
-                             {y: align.choose_resampling(config.grid.resampling, grid, b) for y, b in zip(years, bands, strict=True)},
-                             outside_code)
+        manifest = _manifest(prep, area, started, timings, [(n, staging.path(n)) for n in names], resampling,
+                             outside_code, not_computed)
         outputs.write_json(manifest, staging.path("manifest.json"))
         files = staging.commit([*names, "manifest.json"])
     return RunResult(prep, results, files, manifest, timings)
+
+
+def _align_landcover(prep: Prepared, staging: outputs.Staging, progress):
+    """Align and write every year (one pass that also counts codes); check codes; read the result back lazily
+    as class indices. Returns (stack, inside px, tiled paths, resampling per year, outside code)."""
+    config, grid, legend = prep.config, prep.grid, prep.legend
+    years = config.years
+    bands = [prep.bands[y] for y in years]
+    dtype = np.result_type(*[np.dtype(b.dtype) for b in bands])
+    outside_code = legend.outside_code(dtype)
+    stack = align.aligned_stack(grid, prep.boundary, bands, resampling=config.grid.resampling,
+                                outside_code=outside_code, unmapped_code=legend.unmapped_code,
+                                legend_path=str(legend.path))
+    tiled = [staging.path(f".tiled_landcover_{y}.tif") for y in years]
+    colormap = _colormap(legend) if dtype.itemsize <= 2 else None
+    store, datasets = outputs.store_rasters(stack, tiled, grid, nodata=outside_code, colormap=colormap)
+    histogram = align.code_histogram(stack, size=int(np.iinfo(dtype).max) + 1)
+    try:
+        with progress("align land cover"):
+            _, counts = dask.compute(store, histogram)
+    finally:
+        for d in datasets:
+            d.close()
+    for year, band, year_counts in zip(years, bands, counts, strict=True):
+        legend.check_codes(year_counts, source=f"{band.path} (band {band.band}, year {year})", outside_code=outside_code)
+    inside_px = int(counts[0].sum() - counts[0][outside_code])
+    lut = legend.lookup_table(dtype, outside_code=outside_code)
+    layers = [local.lazy_raster(p, shape=grid.shape, chunks=grid.chunks, dtype=dtype.name) for p in tiled]
+    classes = da.stack([layer.map_blocks(_classify, lut=lut, dtype=lut.dtype) for layer in layers]).rechunk({0: -1})
+    stack_xr = xr.DataArray(classes, dims=("year", "y", "x"), coords={"year": years}, name="class_index")
+    resampling = {y: align.choose_resampling(config.grid.resampling, grid, b) for y, b in zip(years, bands, strict=True)}
+    return stack_xr, inside_px, tiled, resampling, outside_code
 
 
 def _classify(block: np.ndarray, *, lut: np.ndarray) -> np.ndarray:
@@ -317,7 +348,7 @@ def _colormap(legend: Legend) -> dict[int, tuple[int, int, int, int]]:
 
 
 def _manifest(prep: Prepared, area: dict, started: datetime, timings: dict, outputs_: list[tuple[str, Path]],
-              resampling: dict[int, str], outside_code: int) -> dict:
+              resampling: dict[int, str], outside_code: int | None, not_computed: list[dict]) -> dict:
     return {
         "pipeline_version": __version__,
         "landscape": prep.config.name,
@@ -335,6 +366,7 @@ def _manifest(prep: Prepared, area: dict, started: datetime, timings: dict, outp
         "resampling": {str(k): v for k, v in resampling.items()},
         "boundary_notes": prep.boundary_notes,
         "area_check": area,
+        "not_computed": not_computed,
         "outputs": [{"file": name, **outputs.file_record(path)} for name, path in outputs_],
         "packages": outputs.package_versions(),
         "zones": {z.name: {"zones": len(z.zone_names), "faces": z.n_faces - 1} for z in prep.zones if z.name != LANDSCAPE},

@@ -36,9 +36,14 @@ SMALL_LEGEND = {
 }
 
 
-def make_grid(shape: tuple[int, int], *, res_m: float = 30.0, chunk_px: int = 2048) -> LandscapeGrid:
-    """A north-up equal-area grid of ``shape`` pixels of ``res_m`` metres, origin at (0, 0) top-left."""
-    return LandscapeGrid(EQUAL_AREA_CRS, Affine(res_m, 0, 0, 0, -res_m, 0), shape, chunk_px)
+LAEA_AT_ORIGIN = CRS.from_proj4("+proj=laea +lat_0=0 +lon_0=0 +datum=WGS84 +units=m +no_defs")
+
+
+def make_grid(shape: tuple[int, int], *, res_m: float = 30.0, chunk_px: int = 2048, crs: CRS = EQUAL_AREA_CRS) -> LandscapeGrid:
+    """A north-up equal-area grid of ``shape`` pixels of ``res_m`` metres, origin at (0, 0) top-left.
+
+    Use ``crs=LAEA_AT_ORIGIN`` where distances must be true too (near the origin LAEA's scale is 1)."""
+    return LandscapeGrid(crs, Affine(res_m, 0, 0, 0, -res_m, 0), shape, chunk_px)
 
 
 def make_legend(classes: dict | None = None) -> Legend:
@@ -67,6 +72,7 @@ def make_context(
     config: LandscapeConfig,
     *,
     zones: dict[str, list[tuple[str, shapely.Geometry]]] | None = None,
+    vectors: dict[str, gpd.GeoDataFrame] | None = None,
 ) -> Context:
     """A Context whose boundary is the whole grid; ``zones`` maps layer name -> [(zone id, polygon)]."""
     left, bottom, right, top = grid.bounds
@@ -76,7 +82,7 @@ def make_context(
         frame = gpd.GeoDataFrame({"id": [i for i, _ in items]}, geometry=[g for _, g in items], crs=grid.crs)
         layers.append(build_zone_layer(name, frame, "id", boundary, grid.crs))
     return Context(grid=grid, legend=legend, config=config, zones=tuple(layers),
-                   face_ids={z.name: z.face_ids(grid) for z in layers})
+                   face_ids={z.name: z.face_ids(grid) for z in layers}, vectors=vectors or {})
 
 
 def make_stack(codes_by_year: dict[int, np.ndarray], legend: Legend, grid: LandscapeGrid,

@@ -1,5 +1,5 @@
 """Indicator modules. Each has ``NAME``, ``compute(stack, ctx) -> IndicatorResult`` (see base.py)."""
 
-from pipeline.indicators import connectivity, conversion
+from pipeline.indicators import connectivity, conversion, mining
 
-REGISTRY = {"conversion": conversion, "connectivity": connectivity}
+REGISTRY = {"conversion": conversion, "connectivity": connectivity, "mining": mining}

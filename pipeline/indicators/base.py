@@ -34,6 +34,8 @@ class Context:
     config: LandscapeConfig
     zones: tuple[ZoneLayer, ...]
     face_ids: dict[str, da.Array] = field(repr=False)  # zone layer name -> lazy int32 face ids per pixel
+    vectors: dict[str, gpd.GeoDataFrame] = field(default_factory=dict, repr=False)  # in the grid CRS, clipped
+    # e.g. "rivers", "mining:<name>" (with an int `year` column), "mining_rights", "surface_rights"
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,6 +45,7 @@ class IndicatorResult:
     table: pd.DataFrame
     features: dict[str, gpd.GeoDataFrame]
     zone_metrics: tuple[str, ...] = ()
+    not_computed: tuple[dict, ...] = ()  # {"metric": ..., "reason": ...} for metrics the inputs do not allow
 
 
 def tidy(rows: list[dict[str, Any]], *, landscape: str, indicator: str) -> pd.DataFrame:

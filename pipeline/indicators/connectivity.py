@@ -46,6 +46,7 @@ from pipeline.legend import FIRST_CLASS, Legend
 from pipeline.zones import LANDSCAPE, ZoneLayer
 
 NAME = "connectivity"
+NEEDS_LANDCOVER = True
 PATCH_LAYER = "patches"
 ZONE_METRICS = ("patch_count", "largest_patch_index", "effective_mesh_size_ha", "edge_density_m_per_ha", "core_area_ha")
 CROSS = ndimage.generate_binary_structure(2, 1)

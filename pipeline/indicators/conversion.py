@@ -26,8 +26,10 @@ from pipeline import blocks
 from pipeline.config import ECOSYSTEMS
 from pipeline.indicators.base import ALL_NATURAL, Context, IndicatorResult, tidy
 from pipeline.legend import FIRST_CLASS, UNMAPPED, Legend
+from pipeline.zones import zones_touched
 
 NAME = "conversion"
+NEEDS_LANDCOVER = True
 ZONE_METRICS = ("natural_extent_ha", "converted_ha", "converted_pct", "gain_ha", "net_change_ha", "annual_rate_pct")
 PATCH_LAYER = "conversion_patches"
 
@@ -195,7 +197,7 @@ def conversion_patches(stack: da.Array, ctx: Context, *, ia: int, ib: int, year_
         })
     frame = gpd.GeoDataFrame(records, geometry="geometry", crs=ctx.grid.crs)
     for layer in ctx.zones:
-        frame[layer.name] = [_zones_touched(geom, layer) for geom in frame.geometry]
+        frame[layer.name] = [zones_touched(geom, layer) for geom in frame.geometry]
     return frame[[*columns, "geometry"]]
 
 
@@ -207,12 +209,6 @@ def _converted_mask(lc_a: np.ndarray, lc_b: np.ndarray, *, natural: np.ndarray) 
 def _pair_values(lc_a: np.ndarray, lc_b: np.ndarray, *, pair_index: np.ndarray, n_classes: int) -> np.ndarray:
     """Compact index of each pixel's (from, to) pair; 0 for pairs that are not a conversion."""
     return pair_index[lc_a.astype(np.int32) * n_classes + lc_b]
-
-
-def _zones_touched(geom, layer) -> str:
-    overlap = [(geom.intersection(z).area, name) for name, z in zip(layer.zone_names, layer.zone_geometries, strict=True)
-               if geom.intersects(z)]
-    return "; ".join(name for area, name in sorted(overlap, key=lambda t: -t[0]) if area > 0)
 
 
 # ------------------------------------------------------------------------------------------ compute

@@ -43,6 +43,13 @@ def main() -> None:
         subset = frame[frame.intersects(local_area)].copy()
         subset["geometry"] = subset.geometry.make_valid().intersection(local_area)
         subset[keep + ["geometry"]].to_file(HERE / "zones.gpkg", layer=name, driver="GPKG")
+    for name, path in (("amw", "data/raw/lourenco/amw_mining_amapa_2018_2025q3.geojson"),
+                       ("rivers", "data/raw/lourenco/ffr_river_segments_lourenco_vilanova.gpkg")):
+        frame = gpd.read_file(path)
+        local_area = gpd.GeoSeries([area.buffer(3000)], crs=crs).to_crs(frame.crs).iloc[0]
+        subset = frame[frame.intersects(local_area)]
+        subset.to_file(HERE / f"{name}.gpkg", driver="GPKG")
+        print(name, len(subset))
     print(np.unique(data, return_counts=True))
 
 

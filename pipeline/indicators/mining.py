@@ -1,0 +1,475 @@
+"""Alluvial mining footprint: where mining is, what it replaced, how close to rivers, under which rights
+(DESIGN.md §4).
+
+Inputs : class indices (year, y, x) when land cover exists (else None); ctx.vectors: "mining:<name>" yearly
+         polygons with a `year` column, "rivers", "mining_rights", "surface_rights"; zone face ids.
+Outputs: mining.csv, per year: mining_ha (all sources together), mining_ha_source_<name>, agreement between
+         sources (mining_in_all_sources_ha, mining_only_<name>_ha), riparian_mining_ha/_pct, mining_sites,
+         median_distance_to_river_m, river_km_affected (km of river inside the zone within affected_distance_m
+         of any site), mining_category_<I..IV>_ha (or with/without rights);
+         per period: new_mining_ha, mining_on_natural_ha (by ecosystem of the earlier year); per zone, and
+         for every zone layer also the zone "(outside all zones)" (e.g. mining outside any title).
+         mining.gpkg layer `sites`: one polygon per 8-connected site and year.
+
+Sources. Legend classes flagged `mining` (land cover) and each mining layer. A layer of yearly increments
+(Amazon Mining Watch) gives the footprint of year Y as the union of its polygons of years <= Y; a layer only
+observes years from its first year on (earlier years are "not observed", not zero). The footprint used for
+every metric is the union of the sources observing that year.
+
+Persistence. With min_persistence_years = k, a pixel counts as mining in year Y of a source only if Y lies in
+a run of at least k consecutive observed years (the configured assessment years) in which that source maps
+it as mining: one-year flicker is dropped, and mining seen only in the last year waits for confirmation.
+
+Formalization (planetGOLD Peru): I = inside mining rights and surface rights, II = mining rights only,
+III = surface rights only, IV = neither; with one rights layer only, that dimension alone. Areas are per
+pixel; a site's category is the category of most of its pixels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import dask
+import dask.array as da
+import geopandas as gpd
+import numpy as np
+import shapely
+import xarray as xr
+from pyproj import Geod, Transformer
+from rasterio.features import rasterize
+
+from pipeline import blocks
+from pipeline.config import ECOSYSTEMS, MiningConfig
+from pipeline.grid import LandscapeGrid, Tile
+from pipeline.indicators.base import ALL_NATURAL, Context, IndicatorResult, tidy
+from pipeline.zones import LANDSCAPE, zones_touched
+
+NAME = "mining"
+NEEDS_LANDCOVER = False
+SITE_LAYER = "sites"
+ZONE_METRICS = ("mining_ha", "new_mining_ha", "riparian_mining_pct", "mining_sites")
+OUTSIDE_ZONES = "(outside all zones)"
+CATEGORIES = ("I", "II", "III", "IV")
+BUFFER_QUAD_SEGS = 64  # segments per quarter circle in distance buffers: arcs within 0.03 % of true circles
+
+
+# ------------------------------------------------------------------------------------------ kernels
+def persistent(mining: np.ndarray, observed: np.ndarray, k: int) -> np.ndarray:
+    """Keep mining pixels inside runs of >= k consecutive observed years. mining: bool (year, ...);
+    observed: bool (year,) — unobserved years break nothing and never count."""
+    if k <= 1:
+        return mining & observed[:, None, None]
+    idx = np.flatnonzero(observed)
+    seq = mining[idx]
+    forward = np.zeros(seq.shape, np.int32)
+    backward = np.zeros(seq.shape, np.int32)
+    for t in range(len(idx)):
+        forward[t] = np.where(seq[t], (forward[t - 1] if t else 0) + 1, 0)
+    for t in range(len(idx) - 1, -1, -1):
+        backward[t] = np.where(seq[t], (backward[t + 1] if t + 1 < len(idx) else 0) + 1, 0)
+    out = np.zeros(mining.shape, bool)
+    out[idx] = seq & (forward + backward - 1 >= k)
+    return out
+
+
+def first_year_index(shapes: list[tuple[shapely.Geometry, int]], years: list[int], *, cumulative: bool,
+                     transform, shape: tuple[int, int]) -> np.ndarray:
+    """Per pixel, 1 + the index of the first configured year whose footprint covers it (0 = never), from
+    (polygon, year) pairs; with ``cumulative`` a polygon of year L covers every configured year >= L."""
+    if not shapes:
+        return np.zeros(shape, np.uint8)
+    if not cumulative:
+        raise NotImplementedError
+    burn = []
+    for geom, year in shapes:
+        index = np.searchsorted(years, year)  # first configured year >= the polygon's year
+        if index < len(years):
+            burn.append((geom, int(index) + 1))
+    if not burn:
+        return np.zeros(shape, np.uint8)
+    burn.sort(key=lambda item: -item[1])  # earliest year burnt last, so it wins
+    return rasterize(burn, out_shape=shape, transform=transform, fill=0, dtype=np.uint8)
+
+
+def _layer_block(shapes: tuple, grid: LandscapeGrid, tile: Tile, years: tuple[int, ...], cumulative: bool) -> np.ndarray:
+    return first_year_index(list(shapes), list(years), cumulative=cumulative, shape=(tile.height, tile.width),
+                            transform=grid.tile_transform(tile.row_off, tile.col_off))
+
+
+def _mask_block(shapes: tuple, grid: LandscapeGrid, tile: Tile) -> np.ndarray:
+    if not shapes:
+        return np.zeros((tile.height, tile.width), bool)
+    return rasterize([(g, 1) for g in shapes], out_shape=(tile.height, tile.width), fill=0, dtype=np.uint8,
+                     transform=grid.tile_transform(tile.row_off, tile.col_off)).astype(bool)
+
+
+def per_chunk(grid: LandscapeGrid, geoms: list[shapely.Geometry], make, dtype, **kwargs) -> da.Array:
+    """A lazy raster built per chunk by ``make(shapes, grid, tile, **kwargs)`` from the geometries (with any
+    payload) that intersect the chunk; chunks that no geometry reaches cost nothing."""
+    plain = [g[0] if isinstance(g, tuple) else g for g in geoms]
+    tree = shapely.STRtree(plain) if plain else None
+    rows = []
+    for tile in grid.tiles():
+        if tile.ix == 0:
+            rows.append([])
+        hits = sorted(tree.query(grid.tile_box(tile), predicate="intersects")) if tree is not None else []
+        task = dask.delayed(make, pure=True)(tuple(geoms[i] for i in hits), grid, tile, **kwargs)
+        rows[-1].append(da.from_delayed(task, shape=(tile.height, tile.width), dtype=dtype))
+    return da.block(rows)
+
+
+def source_flags(lc: np.ndarray | None, inside: np.ndarray, *layers: np.ndarray, mining_table: np.ndarray | None,
+                 observed: np.ndarray, k: int) -> np.ndarray:
+    """One chunk: bit s of each (year, y, x) value is set when source s maps mining there (after persistence).
+    Sources: land cover first (when given), then the layers (first-year indices)."""
+    n_years = observed.shape[1]
+    flags = np.zeros((n_years, *inside.shape), np.uint8)
+    sources = []
+    if lc is not None:
+        sources.append(mining_table[lc])
+    for first in layers:
+        index = np.arange(1, n_years + 1)[:, None, None]
+        sources.append((first[None] > 0) & (first[None] <= index))
+    for s, mining in enumerate(sources):
+        kept = persistent(mining & inside[None], observed[s], k)
+        flags |= kept.astype(np.uint8) << s
+    return flags
+
+
+# ------------------------------------------------------------------------------------------ counts
+def _flags_block(*arrays: np.ndarray, has_landcover: bool, mining_table: np.ndarray, observed: np.ndarray,
+                 k: int) -> np.ndarray:
+    """map_blocks adapter: (land cover,) inside[None], layers[None]... -> source_flags."""
+    lc = arrays[0] if has_landcover else None
+    rest = arrays[1:] if has_landcover else arrays
+    return source_flags(lc, rest[0][0], *(a[0] for a in rest[1:]), mining_table=mining_table, observed=observed, k=k)
+
+
+def _counts_block(flags: np.ndarray, lc: np.ndarray | None, riparian: np.ndarray, rights: np.ndarray,
+                  surface: np.ndarray, *faces: np.ndarray, n_faces: tuple[int, ...], n_sources: int,
+                  pairs: tuple, eco_of_class: np.ndarray | None, n_eco: int,
+                  footprint_bits: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One chunk, per zone layer: year counts (n_faces, n_years, cols) and period counts (n_faces, n_periods, cols).
+
+    Year columns: footprint, each source, in all sources, riparian, categories I..IV.
+    Period columns: new mining, then mining on natural land by ecosystem of the earlier year (n_eco).
+    """
+    footprint = (flags & footprint_bits) > 0
+    all_bits = (1 << n_sources) - 1
+    category = 3 - 2 * rights.astype(np.int64) - surface  # I=0 both, II=1 rights only, III=2 surface only, IV=3
+    out = []
+    for face, nf in zip(faces, n_faces, strict=True):
+        f = face.ravel()
+        year_cols = []
+        for y in range(flags.shape[0]):
+            fp = footprint[y].ravel()
+            cols = [np.bincount(f[fp], minlength=nf)]
+            cols += [np.bincount(f[((flags[y] >> s) & 1).astype(bool).ravel()], minlength=nf) for s in range(n_sources)]
+            cols.append(np.bincount(f[(flags[y] == all_bits).ravel()], minlength=nf))
+            cols.append(np.bincount(f[fp & riparian.ravel()], minlength=nf))
+            by_cat = np.bincount(f[fp] * 4 + category.ravel()[fp], minlength=nf * 4).reshape(nf, 4)
+            year_cols.append(np.column_stack([*cols, by_cat]))
+        period_cols = []
+        for a, b in pairs:
+            new = footprint[b] & ~footprint[a]
+            cols = [np.bincount(f[new.ravel()], minlength=nf)]
+            if lc is not None:
+                on = footprint[b].ravel()
+                eco = eco_of_class[lc[a]].ravel()[on]
+                natural = eco >= 0
+                cols.append(np.bincount(f[on][natural] * n_eco + eco[natural], minlength=nf * n_eco).reshape(nf, n_eco))
+            else:
+                cols.append(np.zeros((nf, n_eco), np.int64))
+            period_cols.append(np.column_stack(cols))
+        out.append((np.stack(year_cols, axis=1).astype(np.int64), np.stack(period_cols, axis=1).astype(np.int64)))
+    return out
+
+
+def _add(a: list, b: list) -> list:
+    return [(x[0] + y[0], x[1] + y[1]) for x, y in zip(a, b, strict=True)]
+
+
+# ------------------------------------------------------------------------------------------ rivers and sites
+def geodesic_km(geom: shapely.Geometry, crs) -> float:
+    """Length of (multi)lines in km on the WGS84 ellipsoid, whatever the grid CRS."""
+    if geom is None or geom.is_empty:
+        return 0.0
+    to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    lonlat = shapely.transform(geom, lambda xy: np.column_stack(to_lonlat.transform(xy[:, 0], xy[:, 1])))
+    return Geod(ellps="WGS84").geometry_length(lonlat) / 1000
+
+
+# ------------------------------------------------------------------------------------------ compute
+def compute(stack: xr.DataArray | None, ctx: Context) -> IndicatorResult:
+    """Mining footprint metrics for every year, period and zone, and the mining sites layer."""
+    cfg: MiningConfig = ctx.config.indicators.mining  # type: ignore[assignment]
+    grid, legend, years = ctx.grid, ctx.legend, ctx.config.years
+    periods = ctx.config.periods()
+    pairs = tuple((years.index(a), years.index(b)) for a, b in periods)
+    names, observed, layers, footprint_bits = _sources(stack, ctx, cfg)
+    inside = ctx.face_ids[LANDSCAPE] > 0
+    lc = stack.data.rechunk((len(years), *grid.chunks)) if stack is not None else None
+    eco_of_class = legend.ecosystem.astype(np.int64) if lc is not None else None
+    arrays = [*([lc] if lc is not None else []), inside[None], *(layer[None] for layer in layers)]
+    flags = da.map_blocks(_flags_block, *arrays, has_landcover=lc is not None,
+                          mining_table=legend.mining, observed=observed, k=cfg.min_persistence_years,
+                          dtype=np.uint8, chunks=((len(years),), *grid.chunks))
+    riparian = _rasterized_mask(ctx, _riparian_zone(ctx, cfg))
+    rights = _rasterized_mask(ctx, _dissolved(ctx, "mining_rights"))
+    surface = _rasterized_mask(ctx, _dissolved(ctx, "surface_rights"))
+    counts = _count(flags, lc, riparian, rights, surface, ctx, n_sources=len(names), pairs=pairs,
+                    eco_of_class=eco_of_class, footprint_bits=footprint_bits)
+    site_frames, site_values = _sites(flags, lc, rights, surface, ctx, cfg, footprint_bits=footprint_bits)
+    rows = _rows(counts, site_values, names, observed, ctx, cfg, has_landcover=lc is not None)
+    rows += _mined_area_rows(ctx, observed, names)
+    not_computed = () if lc is not None else (
+        {"metric": "mining_on_natural_ha, sites.was_natural", "reason": "needs land cover, which is not on disk yet"},)
+    if lc is None and cfg.landcover_source:
+        not_computed += ({"metric": "mining_ha_source_landcover", "reason": "no land cover on disk yet"},)
+    table = tidy(rows, landscape=ctx.config.name, indicator=NAME)
+    sites = gpd.GeoDataFrame(_concat(site_frames), geometry="geometry", crs=grid.crs) if site_frames else _empty_sites(ctx)
+    return IndicatorResult(table=table, features={SITE_LAYER: sites}, zone_metrics=ZONE_METRICS,
+                           not_computed=not_computed)
+
+
+def _sources(stack, ctx: Context, cfg: MiningConfig) -> tuple[list[str], np.ndarray, list[da.Array], int]:
+    """Source names, observed[source, year], the first-year rasters of the layer sources, and the bit mask of
+    the sources that make the footprint (mined-surface sources; all sources when there is none)."""
+    years = ctx.config.years
+    names, observed, layers, surface = [], [], [], []
+    if stack is not None and cfg.landcover_source and ctx.legend.mining.any():
+        names.append("landcover")
+        observed.append(np.ones(len(years), bool))
+        surface.append(True)
+    for layer_cfg in ctx.config.mining_layers:
+        frame = ctx.vectors.get(f"mining:{layer_cfg.name}")
+        if frame is None:
+            continue
+        first = int(frame["year"].min()) if len(frame) else math.inf
+        names.append(layer_cfg.name)
+        observed.append(np.array([y >= first for y in years]))
+        surface.append(layer_cfg.footprint)
+        shapes = [(g, int(y)) for g, y in zip(frame.geometry, frame["year"], strict=True)]
+        layers.append(per_chunk(ctx.grid, shapes, _layer_block, np.uint8, years=tuple(years),
+                                cumulative=layer_cfg.cumulative_increments))
+    if len(names) > 8:
+        raise ValueError("at most 8 mining sources")
+    bits = sum(1 << s for s, is_surface in enumerate(surface) if is_surface) or (1 << len(names)) - 1
+    return names, np.array(observed, bool).reshape(len(names), len(years)), layers, bits
+
+
+def _riparian_zone(ctx: Context, cfg: MiningConfig) -> shapely.Geometry | None:
+    rivers = ctx.vectors.get("rivers")
+    if rivers is None or rivers.empty:
+        return None
+    return shapely.union_all(rivers.geometry.buffer(cfg.riparian_buffer_m, quad_segs=BUFFER_QUAD_SEGS).to_numpy())
+
+
+def _dissolved(ctx: Context, key: str) -> shapely.Geometry | None:
+    frame = ctx.vectors.get(key)
+    return shapely.union_all(frame.geometry.to_numpy()) if frame is not None and len(frame) else None
+
+
+def _rasterized_mask(ctx: Context, geom: shapely.Geometry | None) -> da.Array:
+    parts = [] if geom is None else [p for p in shapely.get_parts(geom) if not p.is_empty]
+    return per_chunk(ctx.grid, parts, _mask_block, bool)
+
+
+def _count(flags, lc, riparian, rights, surface, ctx: Context, *, n_sources, pairs, eco_of_class, footprint_bits) -> list:
+    """Per zone layer: (year counts, period counts) summed over chunks (see _counts_block)."""
+    flag_blocks = flags.to_delayed().ravel()
+    lc_blocks = lc.to_delayed().ravel() if lc is not None else [None] * len(flag_blocks)
+    aux = [a.to_delayed().ravel() for a in (riparian, rights, surface)]
+    faces = [ctx.face_ids[z.name].to_delayed().ravel() for z in ctx.zones]
+    n_faces = tuple(z.n_faces for z in ctx.zones)
+    partial = [dask.delayed(_counts_block, pure=True)(
+        flag_blocks[i], lc_blocks[i], *(a[i] for a in aux), *(f[i] for f in faces), n_faces=n_faces,
+        n_sources=n_sources, pairs=pairs, eco_of_class=eco_of_class, n_eco=len(ECOSYSTEMS),
+        footprint_bits=footprint_bits)
+        for i in range(len(flag_blocks))]
+    while len(partial) > 1:
+        partial = [dask.delayed(_add)(*partial[i:i + 2]) if i + 1 < len(partial) else partial[i]
+                   for i in range(0, len(partial), 2)]
+    return dask.compute(partial[0])[0]
+
+
+def _site_values(flags_all: np.ndarray, lc0: np.ndarray | None, rights: np.ndarray, surface: np.ndarray, *,
+                 natural: np.ndarray | None, footprint_bits: int) -> np.ndarray:
+    """Per pixel: first-year index (0..n_years) * 8 + category (0..3) * 2 + natural in the baseline year."""
+    footprint = (flags_all & footprint_bits) > 0
+    first = np.where(footprint.any(axis=0), footprint.argmax(axis=0) + 1, 0)
+    category = 3 - 2 * rights.astype(np.int64) - surface
+    was_natural = natural[lc0] if lc0 is not None else np.zeros(rights.shape, bool)
+    return (first * 8 + category * 2 + was_natural).astype(np.int32)
+
+
+def _site_values_block(flags: np.ndarray, *arrays: np.ndarray, has_landcover: bool, natural: np.ndarray,
+                       footprint_bits: int) -> np.ndarray:
+    lc0 = arrays[0][0] if has_landcover else None
+    rights, surface = (a[0] for a in arrays[-2:])
+    return _site_values(flags, lc0, rights, surface, natural=natural, footprint_bits=footprint_bits)
+
+
+def _sites(flags, lc, rights, surface, ctx: Context, cfg: MiningConfig, *, footprint_bits: int) -> tuple[list, dict]:
+    """Sites (8-connected mining patches) per year: polygons with attributes, and per-zone site statistics."""
+    grid, years = ctx.grid, ctx.config.years
+    rivers = ctx.vectors.get("rivers")
+    river_lines = shapely.union_all(rivers.geometry.to_numpy()) if rivers is not None and len(rivers) else None
+    arrays = [flags, *([lc[0][None]] if lc is not None else []), rights[None], surface[None]]
+    values = da.map_blocks(_site_values_block, *arrays, has_landcover=lc is not None, natural=ctx.legend.natural,
+                           footprint_bits=footprint_bits, dtype=np.int32, drop_axis=0, chunks=grid.chunks)
+    n_values = (len(years) + 1) * 8
+    frames, stats = [], {}
+    for y, year in enumerate(years):
+        patches = blocks.label_patches((flags[y] & footprint_bits) > 0, neighbourhood=8, values=values, n_values=n_values)
+        ids = np.arange(1, patches.n_patches + 1)
+        shapes = patches.polygons(ids, grid.transform) if ids.size else {}
+        geoms = [shapes[int(i)] for i in ids]
+        hist = patches.value_counts[ids].reshape(len(ids), len(years) + 1, 4, 2) if ids.size else np.zeros((0, len(years) + 1, 4, 2))
+        first_seen = [years[int(np.flatnonzero(h.sum(axis=(1, 2))[1:])[0])] if h.sum() else year for h in hist]
+        category = [CATEGORIES[int(h.sum(axis=(0, 2)).argmax())] for h in hist]
+        natural_share = [float(h[:, :, 1].sum() / h.sum()) if h.sum() else math.nan for h in hist]
+        distance = [float(shapely.distance(g, river_lines)) if river_lines is not None else math.nan for g in geoms]
+        frame = gpd.GeoDataFrame({
+            "site_id": ids.astype(np.int64), "year": year, "area_ha": patches.pixel_count[ids] * grid.pixel_area_ha,
+            "first_year_seen": first_seen, "distance_to_river_m": distance,
+            "was_natural": [s >= 0.5 if lc is not None and not math.isnan(s) else None for s in natural_share],
+            "natural_before_pct": [100 * s if lc is not None else math.nan for s in natural_share],
+            "category": category,
+        }, geometry=geoms, crs=grid.crs)
+        for layer in ctx.zones:
+            if layer.name != LANDSCAPE:
+                frame[layer.name] = [zones_touched(g, layer) for g in geoms]
+        frames.append(frame)
+        stats.update(_site_stats(frame, geoms, river_lines, year, ctx, cfg))
+    return frames, stats
+
+
+def _site_stats(frame: gpd.GeoDataFrame, geoms: list, river_lines, year: int, ctx: Context, cfg: MiningConfig) -> dict:
+    """(metric, layer, zone, year) -> value for mining_sites, median_distance_to_river_m, river_km_affected.
+
+    A site counts in every zone it overlaps (a site across a zone border counts in both). River km affected
+    in a zone is the river centre-line inside the zone within affected_distance_m of any site."""
+    out = {}
+    tree = shapely.STRtree(geoms) if geoms else None
+    distances = frame["distance_to_river_m"].to_numpy()
+    affected = None
+    if river_lines is not None and geoms:
+        near = shapely.union_all(shapely.buffer(np.asarray(geoms, dtype=object), cfg.affected_distance_m, quad_segs=BUFFER_QUAD_SEGS))
+        affected = shapely.intersection(river_lines, near)
+    for layer in ctx.zones:
+        for zone, zone_geom in zip(layer.zone_names, layer.zone_geometries, strict=True):
+            hits = tree.query(zone_geom, predicate="intersects") if tree is not None else []
+            touching = sorted(i for i in hits if shapely.area(shapely.intersection(geoms[i], zone_geom)) > 0)
+            out[("mining_sites", layer.name, zone, year)] = float(len(touching))
+            if river_lines is not None:
+                if touching:
+                    out[("median_distance_to_river_m", layer.name, zone, year)] = float(np.median(distances[touching]))
+                out[("river_km_affected", layer.name, zone, year)] = (
+                    geodesic_km(shapely.intersection(affected, zone_geom), ctx.grid.crs) if affected is not None else 0.0)
+    return out
+
+
+def _rows(counts, site_values: dict, names: list[str], observed: np.ndarray, ctx: Context, cfg: MiningConfig, *,
+          has_landcover: bool) -> list[dict]:
+    years, periods, px = ctx.config.years, ctx.config.periods(), ctx.grid.pixel_area_ha
+    has_rights, has_surface = "mining_rights" in ctx.vectors, "surface_rights" in ctx.vectors
+    rows: list[dict] = []
+    n = len(names)
+    for layer, (year_counts, period_counts) in zip(ctx.zones, counts, strict=True):
+        zone_year = layer.zone_counts(year_counts)
+        zone_period = layer.zone_counts(period_counts)
+        zone_list = list(enumerate(layer.zone_names))
+        if layer.name != LANDSCAPE:  # face 0 of a zone layer = inside the landscape but in no zone of it
+            zone_list.append((None, OUTSIDE_ZONES))
+        for z, zone in zone_list:
+            yc = year_counts[0] if z is None else zone_year[z]
+            pc = period_counts[0] if z is None else zone_period[z]
+            base = {"zone_layer": layer.name, "zone": zone}
+            for t, year in enumerate(years):
+                if not observed[:, t].any():
+                    continue
+                def add(metric: str, unit: str, value: float, _base: dict = base, _year: int = year) -> None:
+                    rows.append({**_base, "metric": metric, "unit": unit, "year": _year, "value": value})
+
+                footprint = yc[t, 0]
+                add("mining_ha", "ha", footprint * px)
+                for s, name in enumerate(names):
+                    if observed[s, t]:
+                        add(f"mining_ha_source_{name}", "ha", yc[t, 1 + s] * px)
+                if n > 1 and observed[:, t].all():
+                    add("mining_in_all_sources_ha", "ha", yc[t, 1 + n] * px)
+                    if n == 2:
+                        for s, name in enumerate(names):
+                            add(f"mining_only_{name}_ha", "ha", (yc[t, 1 + s] - yc[t, 1 + n]) * px)
+                if "rivers" in ctx.vectors:
+                    add("riparian_mining_ha", "ha", yc[t, 2 + n] * px)
+                    if footprint:
+                        add("riparian_mining_pct", "%", 100 * yc[t, 2 + n] / footprint)
+                cats = yc[t, 3 + n:7 + n]
+                if has_rights and has_surface:
+                    for c, label in enumerate(CATEGORIES):
+                        add(f"mining_category_{label}_ha", "ha", cats[c] * px)
+                elif has_rights:
+                    add("mining_with_mining_rights_ha", "ha", (cats[0] + cats[1]) * px)
+                    add("mining_without_mining_rights_ha", "ha", (cats[2] + cats[3]) * px)
+                elif has_surface:
+                    add("mining_with_surface_rights_ha", "ha", (cats[0] + cats[2]) * px)
+                    add("mining_without_surface_rights_ha", "ha", (cats[1] + cats[3]) * px)
+                if z is not None:
+                    for metric, unit in (("mining_sites", "count"), ("median_distance_to_river_m", "m"),
+                                         ("river_km_affected", "km")):
+                        value = site_values.get((metric, layer.name, zone, year))
+                        if value is not None:
+                            add(metric, unit, value)
+            for p, (year_from, year_to) in enumerate(periods):
+                ia, ib = years.index(year_from), years.index(year_to)
+                if not (observed[:, ia].any() and observed[:, ib].any()):
+                    continue
+                period = {**base, "year_from": year_from, "year_to": year_to}
+                rows.append({**period, "metric": "new_mining_ha", "unit": "ha", "value": pc[p, 0] * px})
+                if has_landcover:
+                    by_eco = pc[p, 1:]
+                    for e, eco in enumerate(ECOSYSTEMS):
+                        if by_eco[e]:
+                            rows.append({**period, "metric": "mining_on_natural_ha", "unit": "ha", "ecosystem": eco,
+                                         "value": by_eco[e] * px})
+                    rows.append({**period, "metric": "mining_on_natural_ha", "unit": "ha", "ecosystem": ALL_NATURAL,
+                                 "value": by_eco.sum() * px})
+    return rows
+
+
+def _mined_area_rows(ctx: Context, observed: np.ndarray, names: list[str]) -> list[dict]:
+    """mined_area_ha_source_<name>: a layer's own mined-area attribute summed up to each year, each polygon
+    shared among zones by the share of its area inside them (as Amazon Mining Watch's own zone totals)."""
+    rows = []
+    years = ctx.config.years
+    for layer_cfg in ctx.config.mining_layers:
+        frame = ctx.vectors.get(f"mining:{layer_cfg.name}")
+        if frame is None or "mined_area_ha" not in frame.columns:
+            continue
+        s = names.index(layer_cfg.name)
+        area = frame.geometry.area.to_numpy()
+        for layer in ctx.zones:
+            for zone, zone_geom in zip(layer.zone_names, layer.zone_geometries, strict=True):
+                share = shapely.area(shapely.intersection(frame.geometry.to_numpy(), zone_geom)) / np.where(area > 0, area, 1)
+                for t, year in enumerate(years):
+                    if observed[s, t]:
+                        value = float((frame["mined_area_ha"].to_numpy() * share)[frame["year"].to_numpy() <= year].sum())
+                        rows.append({"metric": f"mined_area_ha_source_{layer_cfg.name}", "unit": "ha", "year": year,
+                                     "zone_layer": layer.name, "zone": zone, "value": value})
+    return rows
+
+
+def _concat(frames):
+    import pandas as pd
+
+    return pd.concat(frames, ignore_index=True)
+
+
+def _empty_sites(ctx: Context) -> gpd.GeoDataFrame:
+    columns = ["site_id", "year", "area_ha", "first_year_seen", "distance_to_river_m", "was_natural",
+               "natural_before_pct", "category"]
+    return gpd.GeoDataFrame({c: [] for c in columns}, geometry=[], crs=ctx.grid.crs)
+
+
