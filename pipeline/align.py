@@ -164,7 +164,7 @@ def align_tile(
     outside_code: int,
     unmapped_code: int,
     dtype: str,
-    legend_path: str = "the legend",
+    legend_path: str | None = "the legend",
 ) -> np.ndarray:
     """Aligned codes for one tile and every year -> (n_years, h, w)."""
     shape = (tile.height, tile.width)
@@ -182,7 +182,7 @@ def align_tile(
         values = kernel(grid.crs, transform, inside, [bands[i] for i in indices], unmapped_code=unmapped_code)
         for j, i in enumerate(indices):
             inside_values = values[j][inside]
-            if (inside_values == outside_code).any():
+            if legend_path is not None and (inside_values == outside_code).any():
                 # outside_code is never a legend code, so a source pixel inside the boundary holding it is an
                 # undocumented code that would otherwise vanish as 'outside'
                 raise LegendError(
@@ -201,9 +201,12 @@ def aligned_stack(
     resampling: str,
     outside_code: int,
     unmapped_code: int,
-    legend_path: str = "the legend",
+    legend_path: str | None = "the legend",
 ) -> da.Array:
     """Lazy (year, y, x) codes on the grid; one task per chunk, chunks outside the boundary read nothing.
+
+    ``legend_path=None`` turns off the check that no source pixel inside the boundary holds ``outside_code``
+    (for masks, where every value but the mining ones means "no").
 
     Notes
     -----

@@ -13,18 +13,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
 from dask.callbacks import Callback
 from rasterio.errors import NotGeoreferencedWarning
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from rich.text import Text
 
 from pipeline import __version__
 from pipeline.config import resolve_config_path
 from pipeline.errors import PipelineError
+from pipeline.summary import print_summary
 
 app = typer.Typer(
     add_completion=False,
@@ -119,7 +118,7 @@ def run(
     except PipelineError as exc:
         _fail(exc, debug)
         return
-    _print_summary(result)
+    print_summary(result, Console())
 
 
 @app.command()
@@ -133,7 +132,7 @@ def validate(
     Checks: YAML keys and values; legend; files exist and open; CRS present; the boundary overlaps the land
     cover; every configured year has a band or file; every code inside the boundary is in the legend.
     """
-    from pipeline.runner import validate as validate_inputs
+    from pipeline.prepare import validate as validate_inputs
 
     _setup(debug)
     try:
@@ -154,52 +153,6 @@ def validate(
 def version() -> None:
     """Print the pipeline version."""
     typer.echo(__version__)
-
-
-def _print_summary(result) -> None:
-    table = result.results.get("conversion")
-    out = Console()
-    name = result.prepared.config.name
-    out.print(f"\n[bold]{result.prepared.config.title or name}[/]  ->  {result.files[0].parent}", highlight=False)
-    if table is not None:
-        t = table.table
-        land = t[(t["zone_layer"] == "landscape") & (t["ecosystem"] == "all_natural") & t["class_to"].isna() & t["class_from"].isna()]
-        extent = land[land["metric"] == "natural_extent_ha"].set_index("year")["value"]
-        area = t[(t["zone_layer"] == "landscape") & (t["metric"] == "landscape_area_ha")]["value"].iloc[0]
-        out.print(f"Landscape area inside the boundary: {area:,.1f} ha", highlight=False)
-        years = Table(title="Natural extent", title_justify="left")
-        years.add_column("year")
-        years.add_column("natural ha", justify="right")
-        years.add_column("% of landscape", justify="right")
-        for year, value in extent.items():
-            years.add_row(str(year), f"{value:,.1f}", f"{100 * value / area:.2f}")
-        out.print(years)
-        periods = Table(title="Natural-ecosystem conversion per period", title_justify="left")
-        for col in ("period", "converted ha", "converted %", "gain ha", "net change ha", "rate %/yr"):
-            periods.add_column(col, justify="right")
-        per = land[land["year_from"].notna()]
-        wide = per.pivot_table(index=["year_from", "year_to"], columns="metric", values="value", aggfunc="first")
-        order = [p for p in result.prepared.config.periods() if p in wide.index]
-        for (ya, yb), row in wide.loc[order].iterrows():
-            periods.add_row(f"{ya}-{yb}", f"{row.get('converted_ha', 0):,.1f}", _fmt(row.get("converted_pct"), ".3f"),
-                            f"{row.get('gain_ha', 0):,.1f}", f"{row.get('net_change_ha', 0):+,.1f}",
-                            _fmt(row.get("annual_rate_pct"), "+.4f"))
-        out.print(periods)
-        cutoff = land[land["metric"].isin(["converted_since_cutoff_ha", "converted_since_cutoff_pct"])]
-        if not cutoff.empty:
-            values = cutoff.set_index("metric")["value"]
-            ya, yb = int(cutoff["year_from"].iloc[0]), int(cutoff["year_to"].iloc[0])
-            out.print(f"Conversion since the {ya} cut-off (to {yb}): {values['converted_since_cutoff_ha']:,.1f} ha "
-                      f"({_fmt(values.get('converted_since_cutoff_pct'), '.3f')} % of the {ya} natural extent)",
-                      highlight=False)
-    check = result.manifest["area_check"]
-    out.print(f"Area check: grid {check['grid_inside_ha']:,.1f} ha vs geodesic {check['boundary_geodesic_ha']:,.1f} ha "
-              f"({check['difference_pct']:+.4f} %, tolerance {check['tolerance_ha']:,.1f} ha). "
-              f"Files: {', '.join(p.name for p in result.files)}", highlight=False)
-
-
-def _fmt(value, spec: str) -> str:
-    return "" if value is None or pd.isna(value) else format(value, spec)
 
 
 def main() -> None:

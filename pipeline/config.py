@@ -166,6 +166,14 @@ class MiningLayerConfig(_Strict):
     layer: str | None = None
 
 
+class MiningRasterConfig(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9_]+$", description="Short source name used in metric names.")
+    path: str = Field(description="Mining mask raster: a per-year template with {year}, or one multi-band file.")
+    band_per_year: BandPerYear | None = Field(None, description="Band layout of a multi-band file.")
+    mining_values: list[int] = Field([1], min_length=1, description="Pixel values that mean mining.")
+    footprint: bool = Field(True, description="True when the mask is mined surface (see mining_layers.footprint).")
+
+
 class ConversionConfig(_Strict):
     min_mapping_unit_ha: float = Field(
         0.5, ge=0, description="Smallest conversion patch (ha) written to conversion.gpkg; the CSV counts all pixels."
@@ -232,6 +240,7 @@ class LandscapeConfig(_Strict):
     zones: dict[str, ZoneLayerConfig] = Field(default_factory=dict, description="Zone layers for breakdowns.")
     rivers: VectorConfig | None = Field(None, description="River centre-lines (mining indicator).")
     mining_layers: list[MiningLayerConfig] = Field(default_factory=list, description="Yearly mining polygons.")
+    mining_rasters: list[MiningRasterConfig] = Field(default_factory=list, description="Yearly mining mask rasters.")
     indicators: IndicatorsConfig = Field(description="Indicators to compute; only the listed ones run.")
     compute: ComputeConfig = ComputeConfig()
 

@@ -1,18 +1,13 @@
-"""The pipeline's stages in order: prepare (read and check inputs, build the grid), align, check codes and
-areas, compute indicators, write outputs atomically (DESIGN.md §1).
-
-``validate`` stops after the checks that need no indicator computation; ``run`` does everything.
-"""
+"""Run the stages in order: prepare, align, indicators, outputs written atomically (DESIGN.md §1)."""
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,49 +16,17 @@ import dask.array as da
 import numpy as np
 import shapely
 import xarray as xr
-from pyproj import CRS, Geod, Transformer
 from rasterio.env import set_gdal_config
-from rasterio.features import geometry_mask
-from rasterio.windows import Window, from_bounds
-from rasterio.windows import transform as window_transform
 
 from pipeline import __version__, align, outputs
-from pipeline import legend as legend_mod
-from pipeline.config import LandscapeConfig, legends_dir, load_landscape, project_root
-from pipeline.errors import AreaCheckError, ConfigError, SourceError
-from pipeline.grid import LandscapeGrid, build_grid
+from pipeline.config import LandscapeConfig
 from pipeline.indicators import REGISTRY
 from pipeline.indicators.base import Context, IndicatorResult
 from pipeline.indicators.mining import OUTSIDE_ZONES
 from pipeline.legend import Legend
+from pipeline.prepare import Prepared, area_check, prepare
 from pipeline.sources import local
-from pipeline.sources.layers import load_layers
-from pipeline.zones import LANDSCAPE, ZoneLayer, build_zone_layer, landscape_layer
-
-AREA_TOLERANCE_EDGE_FRACTION = 0.5  # tolerance = this x perimeter x pixel size (edge-pixel rasterisation error)
-
-
-@dataclass(eq=False)
-class Prepared:
-    """Inputs read and checked, and the grid built; nothing computed yet."""
-
-    config: LandscapeConfig
-    config_path: Path
-    root: Path
-    legend: Legend
-    boundary: shapely.Geometry  # in grid CRS
-    boundary_lonlat: shapely.Geometry
-    boundary_notes: list[str]
-    bands: dict[int, local.RasterBand]
-    grid: LandscapeGrid
-    zones: tuple[ZoneLayer, ...]
-    input_files: list[tuple[str, Path]] = field(default_factory=list)  # (role, path)
-    vectors: dict = field(default_factory=dict)  # auxiliary layers in the grid CRS (sources/layers.py)
-    landcover_missing: str | None = None  # why there is no land cover (only the mining footprint can run)
-
-    @property
-    def out_dir(self) -> Path:
-        return self.root / "data" / "processed" / self.config.name
+from pipeline.zones import LANDSCAPE
 
 
 @dataclass(eq=False)
@@ -75,157 +38,21 @@ class RunResult:
     timings_s: dict[str, float]
 
 
-def _resolve(root: Path, path: str) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() else root / p
-
-
-def _vector_files(path: Path) -> list[Path]:
-    """A vector file and its sidecars (shapefile parts) for checksums."""
-    if path.suffix.lower() == ".shp":
-        return sorted(p for p in path.parent.glob(path.stem + ".*") if p.suffix.lower() in {".shp", ".shx", ".dbf", ".prj", ".cpg"})
-    return [path]
-
-
-def _to_crs(geom: shapely.Geometry, src: CRS, dst: CRS | str) -> shapely.Geometry:
-    transformer = Transformer.from_crs(src, dst, always_xy=True)
-    return shapely.transform(geom, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
-
-
-def prepare(config_path: Path, *, chunk_px: int | None = None) -> Prepared:
-    """Read the config, legend, boundary, land-cover metadata and zones; build the grid. Computes nothing."""
-    config = load_landscape(config_path)
-    root = project_root(config_path)
-    legend = legend_mod.load(config.landcover.legend, legends_dir(root))
-    boundary_path = _resolve(root, config.boundary)
-    boundary, boundary_crs, notes = local.read_boundary(boundary_path, layer=config.boundary_layer)
-    inputs: list[tuple[str, Path]] = [("config", config_path), ("legend", legend.path)]
-    inputs += [("boundary", p) for p in _vector_files(boundary_path)]
-
-    bands, missing_note = _landcover_bands(config, root)
-    inputs += [(f"landcover_{y}", Path(b.path)) for y, b in bands.items()]
-    if bands:
-        first = bands[config.years[0]]
-        _check_overlap(boundary, boundary_crs, boundary_path, first)
-        source = {"source_crs": first.crs, "source_transform": first.transform, "source_shape": first.shape}
-    else:
-        source = {"source_crs": None, "source_transform": None, "source_shape": None}
-    grid = build_grid(boundary, boundary_crs, crs_setting=config.grid.crs, resolution_m=config.grid.resolution_m,
-                      chunk_px=chunk_px or config.grid.chunk_px, **source)
-    _check_halos(config, grid, config_path)
-    boundary_grid = _to_crs(boundary, boundary_crs, grid.crs)
-    zones = [landscape_layer(config.name, boundary_grid)]
-    for name, zone_cfg in config.zones.items():
-        zone_path = _resolve(root, zone_cfg.path)
-        frame = local.read_vector(zone_path, layer=zone_cfg.layer, where=zone_cfg.where, what=f"zones.{name}")
-        if zone_cfg.id_field not in frame.columns:
-            raise SourceError(
-                f"{zone_path}: zones.{name}.id_field {zone_cfg.id_field!r} is not a field of the layer; "
-                f"fields: {', '.join(c for c in frame.columns if c != 'geometry')}"
-            )
-        zones.append(build_zone_layer(name, frame, zone_cfg.id_field, boundary_grid, grid.crs))
-        inputs += [(f"zones.{name}", p) for p in _vector_files(zone_path)]
-    vectors, vector_inputs = load_layers(config, lambda p: _resolve(root, p), grid.crs, boundary_grid)
-    inputs += vector_inputs
-    return Prepared(config, config_path, root, legend, boundary_grid, _to_crs(boundary, boundary_crs, "EPSG:4326"),
-                    notes, bands, grid, tuple(zones), inputs, vectors, missing_note)
-
-
-def _check_halos(config: LandscapeConfig, grid: LandscapeGrid, config_path: Path) -> None:
-    """Neighbourhood distances are computed per chunk with a halo: the halo must fit in a chunk."""
-    conn = config.indicators.connectivity
-    if conn is not None:
-        from pipeline.indicators.connectivity import core_depth_px
-
-        halo = core_depth_px(conn.edge_depth_m, grid.resolution_m)
-        if halo > grid.chunk_px:
-            raise ConfigError(
-                f"{config_path}: indicators.connectivity.edge_depth_m {conn.edge_depth_m:g} needs a halo of {halo} px, "
-                f"wider than grid.chunk_px {grid.chunk_px}; raise grid.chunk_px or lower edge_depth_m"
-            )
-
-
-def _landcover_bands(config: LandscapeConfig, root: Path) -> tuple[dict[int, local.RasterBand], str | None]:
-    """The land-cover band of every year, or ({}, why) when Earth Engine land cover is not fetched yet and
-    the mining footprint can still be computed from the shipped mining layers."""
-    lc = config.landcover
-    path = _resolve(root, lc.path)
-    if lc.source == "earthengine":
-        missing = [str(path).replace("{year}", str(y)) for y in config.years
-                   if not Path(str(path).replace("{year}", str(y))).exists()]
-        if missing:
-            note = (
-                f"land cover for landscape {config.name!r} is not on disk: missing {', '.join(missing)}. "
-                f"It comes from Earth Engine ({config.landcover.legend}): run `make fetch landscape={config.name}` "
-                "once the fetch stage exists (it is not built yet), or put GeoTIFFs at those paths"
-            )
-            if config.indicators.mining is not None and config.mining_layers:
-                return {}, note
-            raise SourceError(note)
-    band_of = lc.band_per_year.band if lc.band_per_year else None
-    return local.raster_bands(path, years=config.years, band_of=band_of,
-                              hint="check landcover.path and years in the landscape config"), None
-
-
-def _check_overlap(boundary: shapely.Geometry, boundary_crs: CRS, boundary_path: Path, band: local.RasterBand) -> None:
-    in_source = _to_crs(boundary, boundary_crs, band.crs)
-    left, top = band.transform @ (0, 0)
-    right, bottom = band.transform @ (band.shape[1], band.shape[0])
-    footprint = shapely.box(min(left, right), min(top, bottom), max(left, right), max(top, bottom))
-    if not in_source.intersects(footprint):
-        raise SourceError(
-            f"{boundary_path}: the boundary does not overlap the land cover {band.path} "
-            f"(boundary bounds {tuple(round(v) for v in in_source.bounds)} vs raster bounds "
-            f"{tuple(round(v) for v in footprint.bounds)} in {band.crs.to_string()}); check both files' CRS"
-        )
-    outside = 1 - in_source.intersection(footprint).area / in_source.area
-    if outside > 1e-3:
-        warnings.warn(f"{outside:.1%} of the boundary lies beyond {band.path}; that area is reported as unmapped_ha",
-                      stacklevel=2)
-
-
-def scan_codes(prep: Prepared, *, window_px: int = 2048) -> None:
-    """Check every code inside the boundary of each source band against the legend (window by window)."""
-    for year, band in prep.bands.items():
-        boundary = _to_crs(prep.boundary_lonlat, CRS.from_epsg(4326), band.crs)
-        full = Window(0, 0, band.shape[1], band.shape[0])
-        raw = from_bounds(*boundary.bounds, transform=band.transform)
-        col0, row0 = math.floor(raw.col_off), math.floor(raw.row_off)
-        window = Window(col0, row0, math.ceil(raw.col_off + raw.width) - col0,
-                        math.ceil(raw.row_off + raw.height) - row0).intersection(full)
-        size = int(np.iinfo(np.dtype(band.dtype)).max) + 1
-        histogram = np.zeros(size, dtype=np.int64)
-        for r in range(int(window.row_off), int(window.row_off + window.height), window_px):
-            for c in range(int(window.col_off), int(window.col_off + window.width), window_px):
-                w = Window(c, r, min(window_px, window.col_off + window.width - c), min(window_px, window.row_off + window.height - r))
-                data = local.read_window(band.path, [band.band], w)[0]
-                inside = geometry_mask([boundary], out_shape=data.shape, transform=window_transform(w, band.transform),
-                                       invert=True)
-                histogram += np.bincount(data[inside].ravel(), minlength=size)
-        extra = (int(band.nodata),) if band.nodata is not None else ()
-        prep.legend.check_codes(histogram, source=f"{band.path} (band {band.band}, year {year})",
-                                outside_code=-1, extra_nodata=extra)
-
-
-def area_check(prep: Prepared, inside_px: int) -> dict:
-    """Boundary area on the grid vs its geodesic area (pyproj.Geod, WGS84); raises when beyond tolerance."""
-    geodesic_m2, perimeter_m = Geod(ellps="WGS84").geometry_area_perimeter(prep.boundary_lonlat)
-    geodesic_ha = abs(geodesic_m2) / 10_000
-    grid_ha = inside_px * prep.grid.pixel_area_ha
-    tolerance_ha = AREA_TOLERANCE_EDGE_FRACTION * perimeter_m * prep.grid.resolution_m / 10_000
-    check = {
-        "boundary_geodesic_ha": geodesic_ha, "boundary_perimeter_m": perimeter_m, "grid_inside_ha": grid_ha,
-        "grid_inside_px": int(inside_px), "difference_ha": grid_ha - geodesic_ha,
-        "difference_pct": 100 * (grid_ha - geodesic_ha) / geodesic_ha, "tolerance_ha": tolerance_ha,
-        "passed": abs(grid_ha - geodesic_ha) <= tolerance_ha,
-    }
-    if not check["passed"]:
-        raise AreaCheckError(
-            f"area inside the boundary on the grid is {grid_ha:,.1f} ha but the boundary's geodesic area is "
-            f"{geodesic_ha:,.1f} ha (difference {grid_ha - geodesic_ha:+,.1f} ha, tolerance {tolerance_ha:,.1f} ha); "
-            "check the grid CRS and resolution in the landscape config"
-        )
-    return check
+def _aligned_mining_rasters(prep: Prepared) -> dict[str, tuple]:
+    """Lazy (year, y, x) booleans of every mining raster source on the grid, and the years each observes."""
+    out = {}
+    grid, years = prep.grid, prep.config.years
+    for cfg in prep.config.mining_rasters:
+        bands = prep.mining_rasters[cfg.name]
+        observed = np.array([y in bands for y in years])
+        dtype = np.result_type(*[np.dtype(b.dtype) for b in bands.values()])
+        outside = next(c for c in (0, int(np.iinfo(dtype).max), 1) if c not in cfg.mining_values)
+        codes = align.aligned_stack(grid, prep.boundary, list(bands.values()), resampling=prep.config.grid.resampling,
+                                    outside_code=outside, unmapped_code=outside, legend_path=None)
+        masks = iter(da.isin(codes, cfg.mining_values))
+        layers = [next(masks) if seen else da.zeros(grid.shape, bool, chunks=grid.chunks) for seen in observed]
+        out[f"mining:{cfg.name}"] = (observed, da.stack(layers).rechunk((len(years), *grid.chunks)))
+    return out
 
 
 def _scheduler(config: LandscapeConfig):
@@ -264,7 +91,8 @@ def run(config_path: Path, *, chunk_px: int | None = None, out_dir: Path | None 
 
         # 2. indicators on class indices read back from the aligned rasters
         ctx = Context(grid=grid, legend=legend, config=config, zones=prep.zones,
-                      face_ids={z.name: z.face_ids(grid) for z in prep.zones}, vectors=prep.vectors)
+                      face_ids={z.name: z.face_ids(grid) for z in prep.zones}, vectors=prep.vectors,
+                      rasters=_aligned_mining_rasters(prep))
         results: dict[str, IndicatorResult] = {}
         not_computed: list[dict] = []
         for name, module in REGISTRY.items():
@@ -374,15 +202,3 @@ def _manifest(prep: Prepared, area: dict, started: datetime, timings: dict, outp
     }
 
 
-def validate(config_path: Path) -> Prepared:
-    """Every check that needs no indicator computation (see `python -m pipeline validate --help`)."""
-    prep = prepare(config_path)
-    config = prep.config
-    if config.rivers is not None:
-        local.read_vector(_resolve(prep.root, config.rivers.path), layer=config.rivers.layer, what="rivers")
-    for i, layer in enumerate(config.mining_layers):
-        frame = local.read_vector(_resolve(prep.root, layer.path), layer=layer.layer, what=f"mining_layers[{i}]")
-        if layer.year_field not in frame.columns:
-            raise SourceError(f"{layer.path}: mining_layers[{i}].year_field {layer.year_field!r} is not a field of the layer")
-    scan_codes(prep)
-    return prep

@@ -36,6 +36,8 @@ class Context:
     face_ids: dict[str, da.Array] = field(repr=False)  # zone layer name -> lazy int32 face ids per pixel
     vectors: dict[str, gpd.GeoDataFrame] = field(default_factory=dict, repr=False)  # in the grid CRS, clipped
     # e.g. "rivers", "mining:<name>" (with an int `year` column), "mining_rights", "surface_rights"
+    rasters: dict[str, tuple] = field(default_factory=dict, repr=False)
+    # "mining:<name>" -> (observed bool per year, lazy bool (year, y, x) on the grid)
 
 
 @dataclass(frozen=True, eq=False)

@@ -11,7 +11,9 @@ Outputs: mining.csv, per year: mining_ha (all sources together), mining_ha_sourc
          for every zone layer also the zone "(outside all zones)" (e.g. mining outside any title).
          mining.gpkg layer `sites`: one polygon per 8-connected site and year.
 
-Sources. Legend classes flagged `mining` (land cover) and each mining layer. A layer of yearly increments
+Sources. Legend classes flagged `mining` (land cover), each mining polygon layer, and each mining raster mask
+(``mining_rasters``: a file per year or a band per year, aligned onto the grid like land cover; a year
+without a file is not observed). A layer of yearly increments
 (Amazon Mining Watch) gives the footprint of year Y as the union of its polygons of years <= Y; a layer only
 observes years from its first year on (earlier years are "not observed", not zero). The footprint used for
 every metric is the union of the sources observing that year.
@@ -118,18 +120,21 @@ def per_chunk(grid: LandscapeGrid, geoms: list[shapely.Geometry], make, dtype, *
     return da.block(rows)
 
 
-def source_flags(lc: np.ndarray | None, inside: np.ndarray, *layers: np.ndarray, mining_table: np.ndarray | None,
-                 observed: np.ndarray, k: int) -> np.ndarray:
+def source_flags(lc: np.ndarray | None, inside: np.ndarray, *others: np.ndarray, mining_table: np.ndarray | None,
+                 observed: np.ndarray, k: int, n_layers: int | None = None) -> np.ndarray:
     """One chunk: bit s of each (year, y, x) value is set when source s maps mining there (after persistence).
-    Sources: land cover first (when given), then the layers (first-year indices)."""
+    Sources: land cover first (when given), then the polygon layers (2-D first-year indices), then the
+    raster masks ((year, y, x) booleans); ``n_layers`` tells them apart (default: all are layers)."""
     n_years = observed.shape[1]
+    n_layers = len(others) if n_layers is None else n_layers
     flags = np.zeros((n_years, *inside.shape), np.uint8)
     sources = []
     if lc is not None:
         sources.append(mining_table[lc])
-    for first in layers:
+    for first in others[:n_layers]:
         index = np.arange(1, n_years + 1)[:, None, None]
         sources.append((first[None] > 0) & (first[None] <= index))
+    sources += [mask.astype(bool) for mask in others[n_layers:]]
     for s, mining in enumerate(sources):
         kept = persistent(mining & inside[None], observed[s], k)
         flags |= kept.astype(np.uint8) << s
@@ -138,11 +143,13 @@ def source_flags(lc: np.ndarray | None, inside: np.ndarray, *layers: np.ndarray,
 
 # ------------------------------------------------------------------------------------------ counts
 def _flags_block(*arrays: np.ndarray, has_landcover: bool, mining_table: np.ndarray, observed: np.ndarray,
-                 k: int) -> np.ndarray:
-    """map_blocks adapter: (land cover,) inside[None], layers[None]... -> source_flags."""
+                 k: int, n_layers: int) -> np.ndarray:
+    """map_blocks adapter: (land cover,) inside[None], layers[None]..., raster masks... -> source_flags."""
     lc = arrays[0] if has_landcover else None
     rest = arrays[1:] if has_landcover else arrays
-    return source_flags(lc, rest[0][0], *(a[0] for a in rest[1:]), mining_table=mining_table, observed=observed, k=k)
+    layers = [a[0] for a in rest[1:1 + n_layers]]
+    return source_flags(lc, rest[0][0], *layers, *rest[1 + n_layers:], mining_table=mining_table, observed=observed,
+                        k=k, n_layers=n_layers)
 
 
 def _counts_block(flags: np.ndarray, lc: np.ndarray | None, riparian: np.ndarray, rights: np.ndarray,
@@ -206,12 +213,13 @@ def compute(stack: xr.DataArray | None, ctx: Context) -> IndicatorResult:
     grid, legend, years = ctx.grid, ctx.legend, ctx.config.years
     periods = ctx.config.periods()
     pairs = tuple((years.index(a), years.index(b)) for a, b in periods)
-    names, observed, layers, footprint_bits = _sources(stack, ctx, cfg)
+    names, observed, layers, rasters, footprint_bits = _sources(stack, ctx, cfg)
     inside = ctx.face_ids[LANDSCAPE] > 0
     lc = stack.data.rechunk((len(years), *grid.chunks)) if stack is not None else None
     eco_of_class = legend.ecosystem.astype(np.int64) if lc is not None else None
-    arrays = [*([lc] if lc is not None else []), inside[None], *(layer[None] for layer in layers)]
-    flags = da.map_blocks(_flags_block, *arrays, has_landcover=lc is not None,
+    arrays = [*([lc] if lc is not None else []), inside[None], *(layer[None] for layer in layers),
+              *(r.rechunk((len(years), *grid.chunks)) for r in rasters)]
+    flags = da.map_blocks(_flags_block, *arrays, has_landcover=lc is not None, n_layers=len(layers),
                           mining_table=legend.mining, observed=observed, k=cfg.min_persistence_years,
                           dtype=np.uint8, chunks=((len(years),), *grid.chunks))
     riparian = _rasterized_mask(ctx, _riparian_zone(ctx, cfg))
@@ -232,9 +240,10 @@ def compute(stack: xr.DataArray | None, ctx: Context) -> IndicatorResult:
                            not_computed=not_computed)
 
 
-def _sources(stack, ctx: Context, cfg: MiningConfig) -> tuple[list[str], np.ndarray, list[da.Array], int]:
-    """Source names, observed[source, year], the first-year rasters of the layer sources, and the bit mask of
-    the sources that make the footprint (mined-surface sources; all sources when there is none)."""
+def _sources(stack, ctx: Context, cfg: MiningConfig) -> tuple[list[str], np.ndarray, list[da.Array], list[da.Array], int]:
+    """Source names, observed[source, year], the first-year rasters of the polygon layers, the (year, y, x)
+    raster masks, and the bit mask of the sources that make the footprint (mined-surface sources; all
+    sources when there is none)."""
     years = ctx.config.years
     names, observed, layers, surface = [], [], [], []
     if stack is not None and cfg.landcover_source and ctx.legend.mining.any():
@@ -252,10 +261,17 @@ def _sources(stack, ctx: Context, cfg: MiningConfig) -> tuple[list[str], np.ndar
         shapes = [(g, int(y)) for g, y in zip(frame.geometry, frame["year"], strict=True)]
         layers.append(per_chunk(ctx.grid, shapes, _layer_block, np.uint8, years=tuple(years),
                                 cumulative=layer_cfg.cumulative_increments))
+    rasters = []
+    for raster_cfg in ctx.config.mining_rasters:
+        seen, mask = ctx.rasters[f"mining:{raster_cfg.name}"]
+        names.append(raster_cfg.name)
+        observed.append(np.asarray(seen, bool))
+        surface.append(raster_cfg.footprint)
+        rasters.append(mask)
     if len(names) > 8:
         raise ValueError("at most 8 mining sources")
     bits = sum(1 << s for s, is_surface in enumerate(surface) if is_surface) or (1 << len(names)) - 1
-    return names, np.array(observed, bool).reshape(len(names), len(years)), layers, bits
+    return names, np.array(observed, bool).reshape(len(names), len(years)), layers, rasters, bits
 
 
 def _riparian_zone(ctx: Context, cfg: MiningConfig) -> shapely.Geometry | None:

@@ -83,3 +83,32 @@ def test_detection_footprint_and_sites(run_dir):
     assert np.isclose(s2020["area_ha"].sum(), got)
     assert len(s2020) == table[(table.metric == "mining_sites") & (table.year == 2020)]["value"].iloc[0]
     assert s2020["was_natural"].isna().all()
+
+
+def test_mining_raster_mask_source(tmp_path):
+    """A mask raster per year (MapBiomas class 30 of the mini landscape, written as 0/1 GeoTIFFs) is aligned like
+    land cover: it agrees pixel for pixel with the land-cover source; a year without a file is not observed."""
+    import rasterio
+
+    from pipeline.runner import run
+
+    mini = REPO / "tests/data/mini"
+    for f in mini.iterdir():
+        if f.is_file():
+            (tmp_path / f.name).write_bytes(f.read_bytes())
+    with rasterio.open(mini / "landcover_1985_2000_2022.tif") as src:
+        profile = src.profile | {"count": 1, "nodata": None}
+        for band, year in ((2, 2000), (3, 2022)):
+            with rasterio.open(tmp_path / f"mask_{year}.tif", "w", **profile) as dst:
+                dst.write((src.read(band) == 30).astype("uint8"), 1)
+    config = yaml.safe_load((tmp_path / "mini.yaml").read_text())
+    config["mining_rasters"] = [{"name": "mask", "path": "mask_{year}.tif"}]
+    (tmp_path / "mini.yaml").write_text(yaml.safe_dump(config))
+    result = run(tmp_path / "mini.yaml", out_dir=tmp_path / "out")
+    t = result.results["mining"].table
+    land = t[(t.zone_layer == "landscape") & t.year.notna()]
+    values = land.pivot_table(index="metric", columns="year", values="value")
+    assert 1985 not in values.loc["mining_ha_source_mask"].dropna().index
+    for year in (2000, 2022):
+        assert values.loc["mining_ha_source_mask", year] == values.loc["mining_ha_source_landcover", year] > 0
+    assert "mining_in_all_sources_ha" in values.index  # three sources observed in 2022

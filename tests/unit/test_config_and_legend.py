@@ -117,7 +117,7 @@ def test_config_model_is_strict():
 def test_edge_depth_wider_than_a_chunk_is_a_config_error(tmp_path):
     import shutil
 
-    from pipeline.runner import prepare
+    from pipeline.prepare import prepare
 
     for f in Path("tests/data/mini").iterdir():
         shutil.copy(f, tmp_path / f.name)
