@@ -55,6 +55,19 @@ class LegendClass(_Strict):
         return self
 
 
+# Trends.Earth / UNCCD good-practice default meaning of a transition between the 7 IPCC-like groups
+# (rows: from, columns: to): -1 degradation, 0 stable, +1 improvement.
+DEFAULT_TRANSITIONS: dict[str, dict[str, int]] = {
+    "tree_covered": {"tree_covered": 0, "grassland": -1, "cropland": -1, "wetland": -1, "artificial": -1, "other_land": -1, "water_body": 0},
+    "grassland": {"tree_covered": 1, "grassland": 0, "cropland": 1, "wetland": -1, "artificial": -1, "other_land": -1, "water_body": 0},
+    "cropland": {"tree_covered": 1, "grassland": -1, "cropland": 0, "wetland": -1, "artificial": -1, "other_land": -1, "water_body": 0},
+    "wetland": {"tree_covered": -1, "grassland": -1, "cropland": -1, "wetland": 0, "artificial": -1, "other_land": -1, "water_body": 0},
+    "artificial": {"tree_covered": 1, "grassland": 1, "cropland": 1, "wetland": 1, "artificial": 0, "other_land": 1, "water_body": 0},
+    "other_land": {"tree_covered": 1, "grassland": 1, "cropland": 1, "wetland": 1, "artificial": -1, "other_land": 0, "water_body": 0},
+    "water_body": {"tree_covered": 0, "grassland": 0, "cropland": 0, "wetland": 0, "artificial": 0, "other_land": 0, "water_body": 0},
+}
+
+
 class LegendConfig(_Strict):
     """A land-cover product's legend: configs/legends/<legend>.yaml."""
 
@@ -64,6 +77,23 @@ class LegendConfig(_Strict):
         min_length=1, description="Codes meaning 'not observed'; counted as unmapped inside the boundary."
     )
     classes: dict[int, LegendClass] = Field(min_length=1, description="Every code the product uses.")
+    transitions: dict[Group, dict[Group, Literal[-1, 0, 1]]] | None = Field(
+        None, description="Meaning of each (from group, to group) transition for the degradation rule "
+        "`transition`: -1 degradation, 0 stable, +1 improvement. Default: Trends.Earth's matrix (DEFAULT_TRANSITIONS)."
+    )
+
+    @model_validator(mode="after")
+    def _complete_transitions(self) -> LegendConfig:
+        if self.transitions is not None:
+            missing = [f"({a}, {b})" for a in GROUPS for b in GROUPS if b not in self.transitions.get(a, {})]
+            if missing:
+                raise ValueError(f"transitions has no meaning for {', '.join(missing[:5])}"
+                                 + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+                                 + "; give -1, 0 or 1 for every (from, to) pair of the 7 groups")
+        return self
+
+    def transition_matrix(self) -> dict[str, dict[str, int]]:
+        return self.transitions if self.transitions is not None else DEFAULT_TRANSITIONS
 
     @model_validator(mode="after")
     def _nodata_not_a_class(self) -> LegendConfig:
@@ -206,10 +236,40 @@ class MiningConfig(_Strict):
     surface_rights: ZoneLayerConfig | None = Field(None, description="Surface (land) rights polygons.")
 
 
+class ExternalDegradationConfig(_Strict):
+    path: str = Field(description="Degradation raster: a per-year template with {year}, or one multi-band file.")
+    band_per_year: BandPerYear | None = Field(None, description="Band layout of a multi-band file.")
+    degraded_values: list[int] = Field(min_length=1, description="Pixel values that mean degraded (e.g. JRC TMF).")
+    name: str = Field("external", pattern=r"^[a-z0-9_]+$", description="Name of the source in reports.")
+
+
+DegradationRule = Literal["transition", "condition", "edge", "small_patch", "isolation", "external"]
+
+
+class DegradationConfig(_Strict):
+    rules: list[DegradationRule] = Field(
+        ["transition", "condition", "edge", "small_patch", "isolation"], min_length=1,
+        description="Rules to apply; each is reported apart, and their union once per pixel.",
+    )
+    neighbourhood: Literal[4, 8] = Field(8, description="Patch rule for small_patch and isolation.")
+    edge_depth_m: PositiveFloat = Field(100, description="Natural pixels this close to non-natural land are edge (m).")
+    small_patch_ha: PositiveFloat = Field(5, description="Patches smaller than this are small (ha).")
+    large_patch_ha: PositiveFloat = Field(100, description="Patches larger than this are core habitat (ha).")
+    isolation_m: PositiveFloat = Field(1000, description="Pixels farther than this from a large patch are isolated (m).")
+    external: ExternalDegradationConfig | None = Field(None, description="User degradation raster (rule `external`).")
+
+    @model_validator(mode="after")
+    def _external_given(self) -> DegradationConfig:
+        if "external" in self.rules and self.external is None:
+            raise ValueError("rule 'external' needs indicators.degradation.external: {path: ..., degraded_values: [...]}")
+        return self
+
+
 class IndicatorsConfig(_Strict):
     conversion: ConversionConfig | None = Field(None, description="Natural-ecosystem conversion (DESIGN §4).")
     connectivity: ConnectivityConfig | None = Field(None, description="Natural-ecosystem connectivity (DESIGN §4).")
     mining: MiningConfig | None = Field(None, description="Alluvial mining footprint (DESIGN §4).")
+    degradation: DegradationConfig | None = Field(None, description="Natural-ecosystem degradation (DESIGN §4).")
 
 
 class ComputeConfig(_Strict):

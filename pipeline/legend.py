@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import ECOSYSTEMS, LegendConfig, load_legend
+from pipeline.config import ECOSYSTEMS, GROUPS, LegendConfig, load_legend
 from pipeline.errors import LegendError
 
 OUTSIDE = 0
@@ -36,6 +36,8 @@ class Legend:
     ecosystem: np.ndarray = field(repr=False)  # int8 index into ECOSYSTEMS, -1 when not natural
     mining: np.ndarray = field(repr=False)  # bool
     water: np.ndarray = field(repr=False)  # bool
+    group: np.ndarray = field(repr=False)  # int8 index into config.GROUPS, -1 when not given
+    condition: np.ndarray = field(repr=False)  # int16 condition rank, -1 when not given
 
     @classmethod
     def from_config(cls, name: str, path: Path, config: LegendConfig) -> Legend:
@@ -53,6 +55,9 @@ class Legend:
             ),
             mining=np.array([False, False, *(c.mining for c in classes)]),
             water=np.array([False, False, *(c.water for c in classes)]),
+            group=np.array([-1, -1, *(GROUPS.index(c.group) if c.group else -1 for c in classes)], dtype=np.int8),
+            condition=np.array([-1, -1, *(c.condition if c.condition is not None else -1 for c in classes)],
+                               dtype=np.int16),
         )
 
     @property

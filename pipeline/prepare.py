@@ -46,7 +46,7 @@ class Prepared:
     input_files: list[tuple[str, Path]] = field(default_factory=list)  # (role, path)
     vectors: dict = field(default_factory=dict)  # auxiliary layers in the grid CRS (sources/layers.py)
     landcover_missing: str | None = None  # why there is no land cover (only the mining footprint can run)
-    mining_rasters: dict = field(default_factory=dict)  # name -> {year: RasterBand} for the years on disk
+    mask_rasters: dict = field(default_factory=dict)  # "mining:<name>" / "degradation:<name>" -> (config, {year: band})
 
     @property
     def out_dir(self) -> Path:
@@ -105,33 +105,48 @@ def prepare(config_path: Path, *, chunk_px: int | None = None) -> Prepared:
         inputs += [(f"zones.{name}", p) for p in _vector_files(zone_path)]
     vectors, vector_inputs = load_layers(config, lambda p: _resolve(root, p), grid.crs, boundary_grid)
     inputs += vector_inputs
-    mining_rasters = _mining_raster_bands(config, root)
-    inputs += [(f"mining_rasters.{name}.{y}", Path(b.path)) for name, bands_ in mining_rasters.items() for y, b in bands_.items()]
+    mask_rasters = _mask_raster_bands(config, root)
+    inputs += [(f"{key}.{y}", Path(b.path)) for key, (_, bands_) in mask_rasters.items() for y, b in bands_.items()]
     return Prepared(config, config_path, root, legend, boundary_grid, _to_crs(boundary, boundary_crs, "EPSG:4326"),
-                    notes, bands, grid, tuple(zones), inputs, vectors, missing_note, mining_rasters)
+                    notes, bands, grid, tuple(zones), inputs, vectors, missing_note, mask_rasters)
 
 
-def _mining_raster_bands(config: LandscapeConfig, root: Path) -> dict[str, dict[int, local.RasterBand]]:
-    """The band of every configured year that a mining raster source has (years without one are unobserved)."""
+def _mask_raster_bands(config: LandscapeConfig, root: Path) -> dict[str, tuple]:
+    """Yearly mask rasters (mining_rasters, degradation.external): the band of every configured year on disk
+    (years without one are unobserved). Key "mining:<name>" or "degradation:<name>" -> (config, {year: band})."""
+    sources = [(f"mining:{c.name}", f"mining_rasters {c.name!r}", c) for c in config.mining_rasters]
+    external = config.indicators.degradation.external if config.indicators.degradation else None
+    if external is not None:
+        sources.append((f"degradation:{external.name}", "indicators.degradation.external", external))
     out = {}
-    for cfg in config.mining_rasters:
+    for key, what, cfg in sources:
         path = _resolve(root, cfg.path)
         band_of = cfg.band_per_year.band if cfg.band_per_year else None
         if band_of is None:
             years = [y for y in config.years if Path(str(path).replace("{year}", str(y))).exists()]
         else:
             if not path.exists():
-                raise SourceError(f"{path}: mining_rasters {cfg.name!r} file not found")
+                raise SourceError(f"{path}: {what} file not found")
             with rasterio.open(path) as src:
                 years = [y for y in config.years if (band_of(y) or 0) >= 1 and band_of(y) <= src.count]
         if not years:
-            raise SourceError(f"{path}: mining_rasters {cfg.name!r} has no file or band for any of the years {config.years}")
-        out[cfg.name] = local.raster_bands(path, years=years, band_of=band_of, hint="check mining_rasters")
+            raise SourceError(f"{path}: {what} has no file or band for any of the years {config.years}")
+        out[key] = (cfg, local.raster_bands(path, years=years, band_of=band_of, hint=f"check {what}"))
     return out
 
 
 def _check_halos(config: LandscapeConfig, grid: LandscapeGrid, config_path: Path) -> None:
     """Neighbourhood distances are computed per chunk with a halo: the halo must fit in a chunk."""
+    deg = config.indicators.degradation
+    if deg is not None:
+        from pipeline.indicators.degradation import halo_px
+
+        halo = halo_px(deg, grid.resolution_m)
+        if halo > grid.chunk_px:
+            raise ConfigError(
+                f"{config_path}: indicators.degradation edge_depth_m/isolation_m need a halo of {halo} px, wider than "
+                f"grid.chunk_px {grid.chunk_px}; raise grid.chunk_px or lower edge_depth_m / isolation_m"
+            )
     conn = config.indicators.connectivity
     if conn is not None:
         from pipeline.indicators.connectivity import core_depth_px

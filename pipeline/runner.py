@@ -38,20 +38,21 @@ class RunResult:
     timings_s: dict[str, float]
 
 
-def _aligned_mining_rasters(prep: Prepared) -> dict[str, tuple]:
-    """Lazy (year, y, x) booleans of every mining raster source on the grid, and the years each observes."""
+def _aligned_masks(prep: Prepared) -> dict[str, tuple]:
+    """Lazy (year, y, x) booleans of every yearly mask raster on the grid (values in the source's mining or
+    degraded values), and the years each observes."""
     out = {}
     grid, years = prep.grid, prep.config.years
-    for cfg in prep.config.mining_rasters:
-        bands = prep.mining_rasters[cfg.name]
+    for key, (cfg, bands) in prep.mask_rasters.items():
+        values = getattr(cfg, "mining_values", None) or cfg.degraded_values
         observed = np.array([y in bands for y in years])
         dtype = np.result_type(*[np.dtype(b.dtype) for b in bands.values()])
-        outside = next(c for c in (0, int(np.iinfo(dtype).max), 1) if c not in cfg.mining_values)
+        outside = next(c for c in (0, int(np.iinfo(dtype).max), 1) if c not in values)
         codes = align.aligned_stack(grid, prep.boundary, list(bands.values()), resampling=prep.config.grid.resampling,
                                     outside_code=outside, unmapped_code=outside, legend_path=None)
-        masks = iter(da.isin(codes, cfg.mining_values))
+        masks = iter(da.isin(codes, values))
         layers = [next(masks) if seen else da.zeros(grid.shape, bool, chunks=grid.chunks) for seen in observed]
-        out[f"mining:{cfg.name}"] = (observed, da.stack(layers).rechunk((len(years), *grid.chunks)))
+        out[key] = (observed, da.stack(layers).rechunk((len(years), *grid.chunks)))
     return out
 
 
@@ -92,7 +93,7 @@ def run(config_path: Path, *, chunk_px: int | None = None, out_dir: Path | None 
         # 2. indicators on class indices read back from the aligned rasters
         ctx = Context(grid=grid, legend=legend, config=config, zones=prep.zones,
                       face_ids={z.name: z.face_ids(grid) for z in prep.zones}, vectors=prep.vectors,
-                      rasters=_aligned_mining_rasters(prep))
+                      rasters=_aligned_masks(prep))
         results: dict[str, IndicatorResult] = {}
         not_computed: list[dict] = []
         for name, module in REGISTRY.items():
@@ -124,7 +125,7 @@ def run(config_path: Path, *, chunk_px: int | None = None, out_dir: Path | None 
                 names.append(f"landcover_{year}.tif")
         timings["write"] = time.perf_counter() - tick
         manifest = _manifest(prep, area, started, timings, [(n, staging.path(n)) for n in names], resampling,
-                             outside_code, not_computed)
+                             outside_code, not_computed, results)
         outputs.write_json(manifest, staging.path("manifest.json"))
         files = staging.commit([*names, "manifest.json"])
     return RunResult(prep, results, files, manifest, timings)
@@ -176,7 +177,8 @@ def _colormap(legend: Legend) -> dict[int, tuple[int, int, int, int]]:
 
 
 def _manifest(prep: Prepared, area: dict, started: datetime, timings: dict, outputs_: list[tuple[str, Path]],
-              resampling: dict[int, str], outside_code: int | None, not_computed: list[dict]) -> dict:
+              resampling: dict[int, str], outside_code: int | None, not_computed: list[dict],
+              results: dict[str, IndicatorResult]) -> dict:
     return {
         "pipeline_version": __version__,
         "landscape": prep.config.name,
@@ -195,6 +197,7 @@ def _manifest(prep: Prepared, area: dict, started: datetime, timings: dict, outp
         "boundary_notes": prep.boundary_notes,
         "area_check": area,
         "not_computed": not_computed,
+        "indicators": {name: result.metadata for name, result in results.items() if result.metadata},
         "outputs": [{"file": name, **outputs.file_record(path)} for name, path in outputs_],
         "packages": outputs.package_versions(),
         "zones": {z.name: {"zones": len(z.zone_names), "faces": z.n_faces - 1} for z in prep.zones if z.name != LANDSCAPE},

@@ -27,11 +27,12 @@ SMALL_LEGEND = {
     "product": "hand-made test legend",
     "nodata": [27],
     "classes": {
-        3: {"name": "Forest", "natural": True, "ecosystem": "forest"},
-        12: {"name": "Grassland", "natural": True, "ecosystem": "savanna_grassland"},
-        15: {"name": "Pasture", "natural": False},
-        30: {"name": "Mining", "natural": False, "mining": True},
-        33: {"name": "River", "natural": True, "ecosystem": "water", "water": True},
+        3: {"name": "Forest", "natural": True, "ecosystem": "forest", "group": "tree_covered", "condition": 2},
+        4: {"name": "Open forest", "natural": True, "ecosystem": "forest", "group": "tree_covered", "condition": 1},
+        12: {"name": "Grassland", "natural": True, "ecosystem": "savanna_grassland", "group": "grassland", "condition": 1},
+        15: {"name": "Pasture", "natural": False, "group": "grassland"},
+        30: {"name": "Mining", "natural": False, "mining": True, "group": "artificial"},
+        33: {"name": "River", "natural": True, "ecosystem": "water", "water": True, "group": "water_body", "condition": 1},
     },
 }
 

@@ -1,5 +1,5 @@
 """Indicator modules. Each has ``NAME``, ``compute(stack, ctx) -> IndicatorResult`` (see base.py)."""
 
-from pipeline.indicators import connectivity, conversion, mining
+from pipeline.indicators import connectivity, conversion, degradation, mining
 
-REGISTRY = {"conversion": conversion, "connectivity": connectivity, "mining": mining}
+REGISTRY = {"conversion": conversion, "connectivity": connectivity, "degradation": degradation, "mining": mining}

@@ -48,6 +48,7 @@ class IndicatorResult:
     features: dict[str, gpd.GeoDataFrame]
     zone_metrics: tuple[str, ...] = ()
     not_computed: tuple[dict, ...] = ()  # {"metric": ..., "reason": ...} for metrics the inputs do not allow
+    metadata: dict = field(default_factory=dict)  # assumptions to record in the manifest (e.g. matrices)
 
 
 def tidy(rows: list[dict[str, Any]], *, landscape: str, indicator: str) -> pd.DataFrame:

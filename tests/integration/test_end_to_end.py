@@ -27,7 +27,7 @@ def test_golden_tables(mini_run):
     """`make golden` regenerates the reference after a reviewed change."""
     _, out = mini_run
     golden = sorted(GOLDEN.glob("*.csv"))
-    assert [p.name for p in golden] == ["connectivity.csv", "conversion.csv", "mining.csv"]
+    assert [p.name for p in golden] == ["connectivity.csv", "conversion.csv", "degradation.csv", "mining.csv"]
     for path in golden:
         got = pd.read_csv(out / path.name, encoding="utf-8-sig")
         want = pd.read_csv(path, encoding="utf-8-sig")
@@ -37,7 +37,8 @@ def test_golden_tables(mini_run):
 def test_output_files_and_contract(mini_run):
     result, out = mini_run
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["connectivity.csv", "connectivity.gpkg", "conversion.csv", "conversion.gpkg", "landcover_1985.tif",
+    assert names == ["connectivity.csv", "connectivity.gpkg", "conversion.csv", "conversion.gpkg", "degradation.csv",
+                     "degradation.gpkg", "landcover_1985.tif",
                      "landcover_2000.tif", "landcover_2022.tif", "manifest.json", "mining.csv", "mining.gpkg"]
     table = pd.read_csv(out / "conversion.csv", encoding="utf-8-sig")
     assert tuple(table.columns) == COLUMNS
@@ -90,7 +91,7 @@ def test_same_numbers_at_any_chunk_size(mini_run, tmp_path, chunk_px):
     _, out = mini_run
     other = run(MINI, out_dir=tmp_path / "out", chunk_px=chunk_px)
     assert other.prepared.grid.chunks[0][0] == chunk_px
-    for name in ("conversion.csv", "connectivity.csv", "mining.csv"):
+    for name in ("conversion.csv", "connectivity.csv", "mining.csv", "degradation.csv"):
         assert (tmp_path / "out" / name).read_bytes() == (out / name).read_bytes(), name
     for year in (1985, 2022):
         with rasterio.open(out / f"landcover_{year}.tif") as a, rasterio.open(tmp_path / "out" / f"landcover_{year}.tif") as b:
@@ -106,7 +107,7 @@ def test_lourenco_end_to_end(tmp_path):
     the same numbers at two chunk sizes (one cuts patches), and the mining class showing up as class_to."""
     a = run(Path("configs/landscapes/lourenco.yaml"), out_dir=tmp_path / "a", chunk_px=2048)
     run(Path("configs/landscapes/lourenco.yaml"), out_dir=tmp_path / "b", chunk_px=500)
-    for name in ("conversion.csv", "connectivity.csv", "mining.csv"):
+    for name in ("conversion.csv", "connectivity.csv", "mining.csv", "degradation.csv"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     check = a.manifest["area_check"]
     assert check["boundary_geodesic_ha"] == pytest.approx(125_736, abs=1)

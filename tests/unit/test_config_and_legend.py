@@ -124,6 +124,12 @@ def test_edge_depth_wider_than_a_chunk_is_a_config_error(tmp_path):
     data = yaml.safe_load((tmp_path / "mini.yaml").read_text())
     data["grid"]["chunk_px"] = 16
     data["indicators"]["connectivity"]["edge_depth_m"] = 600  # 20 px at 30 m
+    degradation = data["indicators"].pop("degradation")
     (tmp_path / "mini.yaml").write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match="edge_depth_m 600 needs a halo of 20 px, wider than grid.chunk_px 16"):
+        prepare(tmp_path / "mini.yaml")
+    data["indicators"]["degradation"] = degradation  # isolation_m 1000 m = 34 px
+    data["indicators"]["connectivity"]["edge_depth_m"] = 60
+    (tmp_path / "mini.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="indicators.degradation edge_depth_m/isolation_m need a halo of 34 px"):
         prepare(tmp_path / "mini.yaml")

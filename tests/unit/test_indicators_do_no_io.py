@@ -26,7 +26,7 @@ def test_indicators_run_with_every_file_api_disabled(monkeypatch):
     rng = np.random.default_rng(1)
     codes = {y: rng.choice(np.array([3, 12, 15, 30, 33], np.uint8), size=(6, 5)) for y in (2000, 2010)}
     indicators = {"conversion": {"min_mapping_unit_ha": 0}, "connectivity": {"min_patch_ha": 0, "edge_depth_m": 30},
-                  "mining": {}}
+                  "mining": {}, "degradation": {"edge_depth_m": 30, "isolation_m": 30}}
     ctx = make_context(grid, legend, make_config([2000, 2010], indicators=indicators))
     stack = make_stack(codes, legend, grid)
 

@@ -1,0 +1,283 @@
+"""Natural-ecosystem degradation between assessment years: land that stayed natural but got worse (DESIGN.md §4).
+
+Inputs : class indices (year, y, x) on the LandscapeGrid; legend groups and condition ranks; zone face ids;
+         for rule `external`, ctx.rasters["degradation:<name>"] (observed per year, lazy bool stack).
+Outputs: degradation.csv per period, zone and ecosystem (of the earlier year): degraded_ha_<rule>,
+         improved_ha_<rule>, stable_ha_<rule>, degraded_pct_<rule> (of the natural extent of the earlier year),
+         degraded_ha_any / degraded_pct_any (union of the rules, each pixel once), natural_both_ha;
+         degradation.gpkg layer `degraded_patches` (8-connected, >= min_patch_ha, with the rules that flagged
+         them). The transition matrix used goes to the manifest.
+
+Every rule looks only at pixels natural (and mapped) in both years: conversion is the conversion indicator's.
+- transition: the legend's (from group, to group) meaning, -1 degraded / +1 improved (Trends.Earth default);
+- condition: same ecosystem in both years and a lower (degraded) or higher (improved) condition rank;
+- edge: within edge_depth_m (Euclidean, pixel centres) of mapped non-natural land in yb but not in ya;
+- small_patch: in a natural patch smaller than small_patch_ha in yb but not in ya;
+- isolation: farther than isolation_m from every natural patch larger than large_patch_ha in yb but not in ya;
+- external: flagged by the external raster in yb and not in ya (ya unobserved: flagged in yb).
+Improvement is each rule's reverse. Distances are exact up to their bound: each chunk is computed with a
+halo of ceil(bound / pixel size) pixels (never a whole-landscape distance transform).
+"""
+
+from __future__ import annotations
+
+import math
+
+import dask
+import dask.array as da
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy import ndimage
+
+from pipeline import blocks
+from pipeline.config import ECOSYSTEMS, GROUPS, DegradationConfig
+from pipeline.indicators.base import ALL_NATURAL, Context, IndicatorResult, tidy
+from pipeline.legend import FIRST_CLASS
+from pipeline.zones import zones_touched
+
+NAME = "degradation"
+NEEDS_LANDCOVER = True
+PATCH_LAYER = "degraded_patches"
+ZONE_METRICS = ("degraded_ha_any", "degraded_pct_any")
+MIN_PATCH_HA = 0.5  # smallest degraded patch written to the GeoPackage (every pixel counts in the CSV)
+
+
+def halo_px(cfg: DegradationConfig, resolution_m: float) -> int:
+    """Pixels of halo the distance rules need (at least 1)."""
+    bounds = [cfg.edge_depth_m if "edge" in cfg.rules else 0, cfg.isolation_m if "isolation" in cfg.rules else 0]
+    return max(1, math.ceil(max(bounds) / resolution_m))
+
+
+# ------------------------------------------------------------------------------------------ kernels
+def within(source: np.ndarray, bound_m: float, resolution_m: float) -> np.ndarray:
+    """True where a ``source`` pixel centre lies within ``bound_m`` (Euclidean). Exact in a block whose halo is
+    at least bound_m wide."""
+    if not source.any():
+        return np.zeros(source.shape, bool)
+    return ndimage.distance_transform_edt(~source, sampling=resolution_m) <= bound_m + 1e-9
+
+
+def rule_flags(lc_a: np.ndarray, lc_b: np.ndarray, small_a: np.ndarray, small_b: np.ndarray, large_a: np.ndarray,
+               large_b: np.ndarray, ext_a: np.ndarray | None, ext_b: np.ndarray | None, *, rules: tuple[str, ...],
+               natural: np.ndarray, group: np.ndarray, condition: np.ndarray, ecosystem: np.ndarray,
+               transitions: np.ndarray, edge_m: float, isolation_m: float, resolution_m: float,
+               halo: tuple[int, int]) -> np.ndarray:
+    """Per pixel of the block interior: degraded bits (bit r for rules[r]) | improved bits << 8, for pixels
+    natural in both years. All inputs carry a halo of ``halo`` (rows, columns) pixels."""
+    interior = (slice(halo[0], lc_a.shape[0] - halo[0]), slice(halo[1], lc_a.shape[1] - halo[1]))
+    both = (natural[lc_a] & natural[lc_b])[interior]
+    out = np.zeros(both.shape, np.uint16)
+    for r, rule in enumerate(rules):
+        if rule == "transition":
+            ga, gb = group[lc_a][interior], group[lc_b][interior]
+            meaning = np.where((ga >= 0) & (gb >= 0), transitions[np.maximum(ga, 0), np.maximum(gb, 0)], 0)
+            worse, better = meaning < 0, meaning > 0
+        elif rule == "condition":
+            ca, cb = condition[lc_a][interior], condition[lc_b][interior]
+            same = (ecosystem[lc_a] == ecosystem[lc_b])[interior] & (ca >= 0) & (cb >= 0)
+            worse, better = same & (cb < ca), same & (cb > ca)
+        elif rule == "edge":
+            near_a = within((lc_a >= FIRST_CLASS) & ~natural[lc_a], edge_m, resolution_m)[interior]
+            near_b = within((lc_b >= FIRST_CLASS) & ~natural[lc_b], edge_m, resolution_m)[interior]
+            worse, better = near_b & ~near_a, near_a & ~near_b
+        elif rule == "small_patch":
+            sa, sb = small_a[interior], small_b[interior]
+            worse, better = sb & ~sa, sa & ~sb
+        elif rule == "isolation":
+            far_a = ~within(large_a, isolation_m, resolution_m)[interior]
+            far_b = ~within(large_b, isolation_m, resolution_m)[interior]
+            worse, better = far_b & ~far_a, far_a & ~far_b
+        elif rule == "external":
+            eb = ext_b[interior]
+            if ext_a is None:
+                worse, better = eb, np.zeros(eb.shape, bool)
+            else:
+                ea = ext_a[interior]
+                worse, better = eb & ~ea, ea & ~eb
+        else:  # pragma: no cover - the config only allows the rules above
+            raise ValueError(rule)
+        out |= ((worse & both).astype(np.uint16) << r) | ((better & both).astype(np.uint16) << (8 + r))
+    return out
+
+
+def _flags_block(*arrays: np.ndarray, has_external: tuple[bool, bool], **kw) -> np.ndarray:
+    lc_a, lc_b, small_a, small_b, large_a, large_b, *ext = arrays
+    ext_a = ext.pop(0) if has_external[0] else None
+    ext_b = ext.pop(0) if has_external[1] else None
+    return rule_flags(lc_a, lc_b, small_a, small_b, large_a, large_b, ext_a, ext_b, **kw)
+
+
+def _counts_block(flags: np.ndarray, lc_a: np.ndarray, lc_b: np.ndarray, *faces: np.ndarray, n_faces: tuple,
+                  n_rules: int, natural: np.ndarray, ecosystem: np.ndarray) -> list[np.ndarray]:
+    """Per zone layer: (n_faces, n_eco, 2 + 2 R) = natural both, any degraded, degraded per rule, improved per rule."""
+    both = natural[lc_a] & natural[lc_b]
+    eco = np.where(both, ecosystem[lc_a], 0).astype(np.int64)
+    n_eco = len(ECOSYSTEMS)
+    masks = [both, (flags & 0xFF) > 0]
+    masks += [((flags >> r) & 1).astype(bool) for r in range(n_rules)]
+    masks += [((flags >> (8 + r)) & 1).astype(bool) for r in range(n_rules)]
+    out = []
+    for face, nf in zip(faces, n_faces, strict=True):
+        key = face.astype(np.int64) * n_eco + eco
+        out.append(np.stack([np.bincount(key[m], minlength=nf * n_eco) for m in masks], axis=1).reshape(nf, n_eco, -1))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ compute
+def _patch_class(labels: da.Array, sizes: np.ndarray) -> da.Array:
+    return labels.map_blocks(_lookup, table=dask.delayed(sizes, pure=True), dtype=bool, meta=np.empty((0, 0), bool))
+
+
+def _lookup(block: np.ndarray, *, table: np.ndarray) -> np.ndarray:
+    return table[block]
+
+
+def _haloed(array: da.Array, halo: tuple[int, int], boundary) -> da.Array:
+    return da.overlap.overlap(array, depth={0: halo[0], 1: halo[1]}, boundary=boundary)
+
+
+def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
+    """Degradation per rule, zone, ecosystem and period, their union, and the degraded patches."""
+    cfg: DegradationConfig = ctx.config.indicators.degradation  # type: ignore[assignment]
+    grid, legend, years = ctx.grid, ctx.legend, [int(y) for y in stack["year"].values]
+    rules = tuple(cfg.rules)
+    # a grid narrower than the halo needs no more halo than its own size (beyond it is outside the landscape)
+    halo = tuple(min(halo_px(cfg, grid.resolution_m), n) for n in grid.shape)
+    chunks = _halo_chunks(grid.chunks, halo)
+    lc = stack.data.rechunk((len(years), *chunks))
+    matrix = ctx.legend.config.transition_matrix()
+    transitions = np.array([[matrix[a][b] for b in GROUPS] for a in GROUPS], dtype=np.int8)
+    patch_masks = _patch_masks(lc, years, cfg, ctx) if {"small_patch", "isolation"} & set(rules) else {}
+    external = ctx.rasters.get(f"degradation:{cfg.external.name}") if cfg.external else None
+    rows, frames = [], []
+    for year_from, year_to in ctx.config.periods():
+        ia, ib = years.index(year_from), years.index(year_to)
+        if "external" in rules and (external is None or not external[0][ib]):
+            raise ValueError(f"the external degradation raster has no layer for {year_to}")
+        small = patch_masks.get(("small", year_from)), patch_masks.get(("small", year_to))
+        large = patch_masks.get(("large", year_from)), patch_masks.get(("large", year_to))
+        zeros = da.zeros(grid.shape, bool, chunks=chunks)
+        inputs = [lc[ia], lc[ib], small[0] if small[0] is not None else zeros, small[1] if small[1] is not None else zeros,
+                  large[0] if large[0] is not None else zeros, large[1] if large[1] is not None else zeros]
+        has_external = (False, False)
+        if "external" in rules:
+            has_external = (bool(external[0][ia]), True)
+            inputs += [external[1][i].rechunk(chunks) for i, keep in ((ia, has_external[0]), (ib, True)) if keep]
+        haloed = [_haloed(a.rechunk(chunks), halo, 0 if a.dtype != bool else False) for a in inputs]
+        flags = da.map_blocks(
+            _flags_block, *haloed, has_external=has_external, rules=rules, natural=legend.natural, group=legend.group,
+            condition=legend.condition, ecosystem=legend.ecosystem, transitions=transitions, edge_m=cfg.edge_depth_m,
+            isolation_m=cfg.isolation_m, resolution_m=grid.resolution_m, halo=halo, dtype=np.uint16, chunks=chunks,
+        )
+        counts = _count(flags, lc[ia], lc[ib], ctx, n_rules=len(rules))
+        rows += _rows(counts, ctx, rules, year_from, year_to)
+        frames.append(_patches(flags, ctx, rules, year_from, year_to))
+    table = tidy(rows, landscape=ctx.config.name, indicator=NAME)
+    patches = pd.concat(frames, ignore_index=True) if frames else None
+    patches = gpd.GeoDataFrame(patches, geometry="geometry", crs=grid.crs)
+    metadata = {"rules": list(rules), "transition_matrix": {a: dict(matrix[a]) for a in GROUPS},
+                "transition_matrix_source": "legend" if legend.config.transitions else "Trends.Earth default"}
+    return IndicatorResult(table=table, features={PATCH_LAYER: patches}, zone_metrics=ZONE_METRICS, metadata=metadata)
+
+
+def _halo_chunks(chunks, halo: tuple[int, int]):
+    """Chunks at least as wide as the halo on each axis (narrow chunks join their neighbours)."""
+    fixed = []
+    for sizes, depth in zip(chunks, halo, strict=True):
+        merged: list[int] = []
+        for size in sizes:
+            if merged and merged[-1] < depth:
+                merged[-1] += size
+            else:
+                merged.append(size)
+        if len(merged) > 1 and merged[-1] < depth:
+            merged[-2] += merged.pop()
+        fixed.append(tuple(merged))
+    return tuple(fixed)
+
+
+def _patch_masks(lc: da.Array, years: list[int], cfg: DegradationConfig, ctx: Context) -> dict:
+    """("small"|"large", year) -> lazy bool: natural pixels in a patch below small_patch_ha / above large_patch_ha."""
+    px = ctx.grid.pixel_area_ha
+    out = {}
+    for i, year in enumerate(years):
+        natural = lc[i].map_blocks(_lookup, table=ctx.legend.natural, dtype=bool)
+        patches = blocks.label_patches(natural, neighbourhood=cfg.neighbourhood)
+        labels = patches.labels()
+        size_ha = patches.pixel_count * px
+        out[("small", year)] = _patch_class(labels, (size_ha < cfg.small_patch_ha) & (patches.pixel_count > 0))
+        out[("large", year)] = _patch_class(labels, size_ha > cfg.large_patch_ha)
+    return out
+
+
+def _count(flags: da.Array, lc_a: da.Array, lc_b: da.Array, ctx: Context, *, n_rules: int) -> list[np.ndarray]:
+    chunks = flags.chunks
+    flag_blocks = flags.to_delayed().ravel()
+    a_blocks = lc_a.rechunk(chunks).to_delayed().ravel()
+    b_blocks = lc_b.rechunk(chunks).to_delayed().ravel()
+    faces = [ctx.face_ids[z.name].rechunk(chunks).to_delayed().ravel() for z in ctx.zones]
+    n_faces = tuple(z.n_faces for z in ctx.zones)
+    partial = [dask.delayed(_counts_block, pure=True)(
+        flag_blocks[i], a_blocks[i], b_blocks[i], *(f[i] for f in faces), n_faces=n_faces, n_rules=n_rules,
+        natural=ctx.legend.natural, ecosystem=np.maximum(ctx.legend.ecosystem, 0)) for i in range(len(flag_blocks))]
+    while len(partial) > 1:
+        partial = [dask.delayed(_add)(*partial[i:i + 2]) if i + 1 < len(partial) else partial[i]
+                   for i in range(0, len(partial), 2)]
+    return dask.compute(partial[0])[0]
+
+
+def _add(a: list, b: list) -> list:
+    return [x + y for x, y in zip(a, b, strict=True)]
+
+
+def _rows(counts: list[np.ndarray], ctx: Context, rules: tuple[str, ...], year_from: int, year_to: int) -> list[dict]:
+    px = ctx.grid.pixel_area_ha
+    present = [e for e in range(len(ECOSYSTEMS)) if ctx.legend.ecosystem.tolist().count(e)]
+    rows = []
+    n = len(rules)
+    for layer, face_counts in zip(ctx.zones, counts, strict=True):
+        per_zone = layer.zone_counts(face_counts)  # (n_zones, n_eco, 2 + 2 R)
+        for z, zone in enumerate(layer.zone_names):
+            if per_zone[z, :, 0].sum() == 0:
+                continue
+            groups = [(ECOSYSTEMS[e], per_zone[z, e]) for e in present] + [(ALL_NATURAL, per_zone[z].sum(axis=0))]
+            for eco, c in groups:
+                base = {"zone_layer": layer.name, "zone": zone, "ecosystem": eco, "year_from": year_from,
+                        "year_to": year_to}
+                natural = c[0]
+                rows.append({**base, "metric": "natural_both_ha", "unit": "ha", "value": natural * px})
+                rows.append({**base, "metric": "degraded_ha_any", "unit": "ha", "value": c[1] * px})
+                if natural:
+                    rows.append({**base, "metric": "degraded_pct_any", "unit": "%", "value": 100 * c[1] / natural})
+                for r, rule in enumerate(rules):
+                    degraded, improved = c[2 + r], c[2 + n + r]
+                    rows.append({**base, "metric": f"degraded_ha_{rule}", "unit": "ha", "value": degraded * px})
+                    rows.append({**base, "metric": f"improved_ha_{rule}", "unit": "ha", "value": improved * px})
+                    rows.append({**base, "metric": f"stable_ha_{rule}", "unit": "ha",
+                                 "value": (natural - degraded - improved) * px})
+                    if natural:
+                        rows.append({**base, "metric": f"degraded_pct_{rule}", "unit": "%", "value": 100 * degraded / natural})
+    return rows
+
+
+def _patches(flags: da.Array, ctx: Context, rules: tuple[str, ...], year_from: int, year_to: int) -> gpd.GeoDataFrame:
+    """Degraded patches (any rule) of at least MIN_PATCH_HA, with the rules that flagged their pixels."""
+    degraded = (flags & 0xFF).astype(np.int32)
+    patches = blocks.label_patches(degraded > 0, neighbourhood=8, values=degraded, n_values=1 << len(rules))
+    px = ctx.grid.pixel_area_ha
+    ids = np.flatnonzero(patches.pixel_count >= max(MIN_PATCH_HA / px, 1))
+    columns = ["patch_id", "period", "year_from", "year_to", "area_ha", "rules", *(z.name for z in ctx.zones)]
+    if ids.size == 0:
+        return gpd.GeoDataFrame({c: [] for c in columns}, geometry=[], crs=ctx.grid.crs)
+    shapes = patches.polygons(ids, ctx.grid.transform)
+    bits = [np.bitwise_or.reduce(np.flatnonzero(patches.value_counts[i])) for i in ids]
+    frame = gpd.GeoDataFrame({
+        "patch_id": ids.astype(np.int64), "period": f"{year_from}-{year_to}", "year_from": year_from, "year_to": year_to,
+        "area_ha": patches.pixel_count[ids] * px,
+        "rules": [", ".join(rule for r, rule in enumerate(rules) if b >> r & 1) for b in bits],
+    }, geometry=[shapes[int(i)] for i in ids], crs=ctx.grid.crs)
+    for layer in ctx.zones:
+        frame[layer.name] = [zones_touched(g, layer) for g in frame.geometry]
+    return frame
