@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := run
-.PHONY: help run validate test test-all lint golden clean-processed
+.PHONY: help run validate test test-all lint golden clean-processed bench
 
 help:  ## list targets (landscape=NAME selects configs/landscapes/NAME.yaml; default lourenco)
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ lint: $(STAMP)  ## ruff
 
 golden: $(STAMP)  ## regenerate tests/golden/ after a reviewed change of numbers
 	$(PY) -m tests.golden.regenerate
+
+bench: $(STAMP)  ## benchmarks vs peers (pylandstats) on generated 16 and 144 Mpx landscapes -> data/bench/results.csv
+	$(PY) -m bench.run
 
 clean-processed:  ## delete data/processed/$(landscape)/
 	rm -rf data/processed/$(landscape)

@@ -49,7 +49,6 @@ NAME = "connectivity"
 NEEDS_LANDCOVER = True
 PATCH_LAYER = "patches"
 ZONE_METRICS = ("patch_count", "largest_patch_index", "effective_mesh_size_ha", "edge_density_m_per_ha", "core_area_ha")
-CROSS = ndimage.generate_binary_structure(2, 1)
 UNITS = {
     "patch_count": "count", "patch_density": "per 100 ha", "largest_patch_index": "%", "mean_patch_area_ha": "ha",
     "area_weighted_mean_patch_ha": "ha", "effective_mesh_size_ha": "ha", "edge_density_m_per_ha": "m/ha",
@@ -81,11 +80,11 @@ def edge_sides(mask: np.ndarray, other: np.ndarray) -> np.ndarray:
 
 def core_pixels(mask: np.ndarray, other: np.ndarray, depth: int) -> np.ndarray:
     """Pixels of ``mask`` more than ``depth`` 4-neighbour steps from ``other`` (same shape; exact away from
-    the array border when the arrays carry a halo of ``depth`` pixels)."""
-    if depth == 0:
+    the array border when the arrays carry a halo of ``depth`` pixels). Same result as ``depth`` binary
+    erosions with the 4-neighbour cross (FRAGSTATS, pylandstats), via one taxicab distance transform."""
+    if depth == 0 or not other.any():
         return mask.copy()
-    near = ndimage.binary_dilation(other, structure=CROSS, iterations=depth)
-    return mask & ~near
+    return mask & (ndimage.distance_transform_cdt(~other, metric="taxicab") > depth)
 
 
 def _year_stats(lc_halo: np.ndarray, *faces: np.ndarray, tables: np.ndarray, halo: int, depth: int,

@@ -35,24 +35,24 @@ import dask
 import dask.array as da
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import shapely
 import xarray as xr
-from pyproj import Geod, Transformer
 from rasterio.features import rasterize
 
-from pipeline import blocks
 from pipeline.config import ECOSYSTEMS, MiningConfig
 from pipeline.grid import LandscapeGrid, Tile
+from pipeline.indicators import mining_sites
 from pipeline.indicators.base import ALL_NATURAL, Context, IndicatorResult, tidy
-from pipeline.zones import LANDSCAPE, zones_touched
+from pipeline.zones import LANDSCAPE
 
 NAME = "mining"
 NEEDS_LANDCOVER = False
 SITE_LAYER = "sites"
 ZONE_METRICS = ("mining_ha", "new_mining_ha", "riparian_mining_pct", "mining_sites")
 OUTSIDE_ZONES = "(outside all zones)"
-CATEGORIES = ("I", "II", "III", "IV")
-BUFFER_QUAD_SEGS = 64  # segments per quarter circle in distance buffers: arcs within 0.03 % of true circles
+CATEGORIES = mining_sites.CATEGORIES
+BUFFER_QUAD_SEGS = mining_sites.BUFFER_QUAD_SEGS
 
 
 # ------------------------------------------------------------------------------------------ kernels
@@ -196,16 +196,6 @@ def _add(a: list, b: list) -> list:
     return [(x[0] + y[0], x[1] + y[1]) for x, y in zip(a, b, strict=True)]
 
 
-# ------------------------------------------------------------------------------------------ rivers and sites
-def geodesic_km(geom: shapely.Geometry, crs) -> float:
-    """Length of (multi)lines in km on the WGS84 ellipsoid, whatever the grid CRS."""
-    if geom is None or geom.is_empty:
-        return 0.0
-    to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-    lonlat = shapely.transform(geom, lambda xy: np.column_stack(to_lonlat.transform(xy[:, 0], xy[:, 1])))
-    return Geod(ellps="WGS84").geometry_length(lonlat) / 1000
-
-
 # ------------------------------------------------------------------------------------------ compute
 def compute(stack: xr.DataArray | None, ctx: Context) -> IndicatorResult:
     """Mining footprint metrics for every year, period and zone, and the mining sites layer."""
@@ -227,15 +217,15 @@ def compute(stack: xr.DataArray | None, ctx: Context) -> IndicatorResult:
     surface = _rasterized_mask(ctx, _dissolved(ctx, "surface_rights"))
     counts = _count(flags, lc, riparian, rights, surface, ctx, n_sources=len(names), pairs=pairs,
                     eco_of_class=eco_of_class, footprint_bits=footprint_bits)
-    site_frames, site_values = _sites(flags, lc, rights, surface, ctx, cfg, footprint_bits=footprint_bits)
+    site_frames, site_values = mining_sites.sites(flags, lc, rights, surface, ctx, cfg, footprint_bits=footprint_bits)
     rows = _rows(counts, site_values, names, observed, ctx, cfg, has_landcover=lc is not None)
-    rows += _mined_area_rows(ctx, observed, names)
+    rows += mining_sites.mined_area_rows(ctx, observed, names)
     not_computed = () if lc is not None else (
         {"metric": "mining_on_natural_ha, sites.was_natural", "reason": "needs land cover, which is not on disk yet"},)
     if lc is None and cfg.landcover_source:
         not_computed += ({"metric": "mining_ha_source_landcover", "reason": "no land cover on disk yet"},)
     table = tidy(rows, landscape=ctx.config.name, indicator=NAME)
-    sites = gpd.GeoDataFrame(_concat(site_frames), geometry="geometry", crs=grid.crs) if site_frames else _empty_sites(ctx)
+    sites = gpd.GeoDataFrame(pd.concat(site_frames, ignore_index=True), geometry="geometry", crs=grid.crs) if site_frames else mining_sites.empty_sites(ctx)
     return IndicatorResult(table=table, features={SITE_LAYER: sites}, zone_metrics=ZONE_METRICS,
                            not_computed=not_computed)
 
@@ -309,83 +299,6 @@ def _count(flags, lc, riparian, rights, surface, ctx: Context, *, n_sources, pai
     return dask.compute(partial[0])[0]
 
 
-def _site_values(flags_all: np.ndarray, lc0: np.ndarray | None, rights: np.ndarray, surface: np.ndarray, *,
-                 natural: np.ndarray | None, footprint_bits: int) -> np.ndarray:
-    """Per pixel: first-year index (0..n_years) * 8 + category (0..3) * 2 + natural in the baseline year."""
-    footprint = (flags_all & footprint_bits) > 0
-    first = np.where(footprint.any(axis=0), footprint.argmax(axis=0) + 1, 0)
-    category = 3 - 2 * rights.astype(np.int64) - surface
-    was_natural = natural[lc0] if lc0 is not None else np.zeros(rights.shape, bool)
-    return (first * 8 + category * 2 + was_natural).astype(np.int32)
-
-
-def _site_values_block(flags: np.ndarray, *arrays: np.ndarray, has_landcover: bool, natural: np.ndarray,
-                       footprint_bits: int) -> np.ndarray:
-    lc0 = arrays[0][0] if has_landcover else None
-    rights, surface = (a[0] for a in arrays[-2:])
-    return _site_values(flags, lc0, rights, surface, natural=natural, footprint_bits=footprint_bits)
-
-
-def _sites(flags, lc, rights, surface, ctx: Context, cfg: MiningConfig, *, footprint_bits: int) -> tuple[list, dict]:
-    """Sites (8-connected mining patches) per year: polygons with attributes, and per-zone site statistics."""
-    grid, years = ctx.grid, ctx.config.years
-    rivers = ctx.vectors.get("rivers")
-    river_lines = shapely.union_all(rivers.geometry.to_numpy()) if rivers is not None and len(rivers) else None
-    arrays = [flags, *([lc[0][None]] if lc is not None else []), rights[None], surface[None]]
-    values = da.map_blocks(_site_values_block, *arrays, has_landcover=lc is not None, natural=ctx.legend.natural,
-                           footprint_bits=footprint_bits, dtype=np.int32, drop_axis=0, chunks=grid.chunks)
-    n_values = (len(years) + 1) * 8
-    frames, stats = [], {}
-    for y, year in enumerate(years):
-        patches = blocks.label_patches((flags[y] & footprint_bits) > 0, neighbourhood=8, values=values, n_values=n_values)
-        ids = np.arange(1, patches.n_patches + 1)
-        shapes = patches.polygons(ids, grid.transform) if ids.size else {}
-        geoms = [shapes[int(i)] for i in ids]
-        hist = patches.value_counts[ids].reshape(len(ids), len(years) + 1, 4, 2) if ids.size else np.zeros((0, len(years) + 1, 4, 2))
-        first_seen = [years[int(np.flatnonzero(h.sum(axis=(1, 2))[1:])[0])] if h.sum() else year for h in hist]
-        category = [CATEGORIES[int(h.sum(axis=(0, 2)).argmax())] for h in hist]
-        natural_share = [float(h[:, :, 1].sum() / h.sum()) if h.sum() else math.nan for h in hist]
-        distance = [float(shapely.distance(g, river_lines)) if river_lines is not None else math.nan for g in geoms]
-        frame = gpd.GeoDataFrame({
-            "site_id": ids.astype(np.int64), "year": year, "area_ha": patches.pixel_count[ids] * grid.pixel_area_ha,
-            "first_year_seen": first_seen, "distance_to_river_m": distance,
-            "was_natural": [s >= 0.5 if lc is not None and not math.isnan(s) else None for s in natural_share],
-            "natural_before_pct": [100 * s if lc is not None else math.nan for s in natural_share],
-            "category": category,
-        }, geometry=geoms, crs=grid.crs)
-        for layer in ctx.zones:
-            if layer.name != LANDSCAPE:
-                frame[layer.name] = [zones_touched(g, layer) for g in geoms]
-        frames.append(frame)
-        stats.update(_site_stats(frame, geoms, river_lines, year, ctx, cfg))
-    return frames, stats
-
-
-def _site_stats(frame: gpd.GeoDataFrame, geoms: list, river_lines, year: int, ctx: Context, cfg: MiningConfig) -> dict:
-    """(metric, layer, zone, year) -> value for mining_sites, median_distance_to_river_m, river_km_affected.
-
-    A site counts in every zone it overlaps (a site across a zone border counts in both). River km affected
-    in a zone is the river centre-line inside the zone within affected_distance_m of any site."""
-    out = {}
-    tree = shapely.STRtree(geoms) if geoms else None
-    distances = frame["distance_to_river_m"].to_numpy()
-    affected = None
-    if river_lines is not None and geoms:
-        near = shapely.union_all(shapely.buffer(np.asarray(geoms, dtype=object), cfg.affected_distance_m, quad_segs=BUFFER_QUAD_SEGS))
-        affected = shapely.intersection(river_lines, near)
-    for layer in ctx.zones:
-        for zone, zone_geom in zip(layer.zone_names, layer.zone_geometries, strict=True):
-            hits = tree.query(zone_geom, predicate="intersects") if tree is not None else []
-            touching = sorted(i for i in hits if shapely.area(shapely.intersection(geoms[i], zone_geom)) > 0)
-            out[("mining_sites", layer.name, zone, year)] = float(len(touching))
-            if river_lines is not None:
-                if touching:
-                    out[("median_distance_to_river_m", layer.name, zone, year)] = float(np.median(distances[touching]))
-                out[("river_km_affected", layer.name, zone, year)] = (
-                    geodesic_km(shapely.intersection(affected, zone_geom), ctx.grid.crs) if affected is not None else 0.0)
-    return out
-
-
 def _rows(counts, site_values: dict, names: list[str], observed: np.ndarray, ctx: Context, cfg: MiningConfig, *,
           has_landcover: bool) -> list[dict]:
     years, periods, px = ctx.config.years, ctx.config.periods(), ctx.grid.pixel_area_ha
@@ -453,39 +366,5 @@ def _rows(counts, site_values: dict, names: list[str], observed: np.ndarray, ctx
                     rows.append({**period, "metric": "mining_on_natural_ha", "unit": "ha", "ecosystem": ALL_NATURAL,
                                  "value": by_eco.sum() * px})
     return rows
-
-
-def _mined_area_rows(ctx: Context, observed: np.ndarray, names: list[str]) -> list[dict]:
-    """mined_area_ha_source_<name>: a layer's own mined-area attribute summed up to each year, each polygon
-    shared among zones by the share of its area inside them (as Amazon Mining Watch's own zone totals)."""
-    rows = []
-    years = ctx.config.years
-    for layer_cfg in ctx.config.mining_layers:
-        frame = ctx.vectors.get(f"mining:{layer_cfg.name}")
-        if frame is None or "mined_area_ha" not in frame.columns:
-            continue
-        s = names.index(layer_cfg.name)
-        area = frame.geometry.area.to_numpy()
-        for layer in ctx.zones:
-            for zone, zone_geom in zip(layer.zone_names, layer.zone_geometries, strict=True):
-                share = shapely.area(shapely.intersection(frame.geometry.to_numpy(), zone_geom)) / np.where(area > 0, area, 1)
-                for t, year in enumerate(years):
-                    if observed[s, t]:
-                        value = float((frame["mined_area_ha"].to_numpy() * share)[frame["year"].to_numpy() <= year].sum())
-                        rows.append({"metric": f"mined_area_ha_source_{layer_cfg.name}", "unit": "ha", "year": year,
-                                     "zone_layer": layer.name, "zone": zone, "value": value})
-    return rows
-
-
-def _concat(frames):
-    import pandas as pd
-
-    return pd.concat(frames, ignore_index=True)
-
-
-def _empty_sites(ctx: Context) -> gpd.GeoDataFrame:
-    columns = ["site_id", "year", "area_ha", "first_year_seen", "distance_to_river_m", "was_natural",
-               "natural_before_pct", "category"]
-    return gpd.GeoDataFrame({c: [] for c in columns}, geometry=[], crs=ctx.grid.crs)
 
 
