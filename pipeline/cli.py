@@ -141,6 +141,9 @@ def validate(
         _fail(exc, debug)
         return
     grid = prep.grid
+    if prep.landcover_missing:
+        console.print(Text("warning: ", style="yellow") + Text(prep.landcover_missing + "; only the mining footprint can run"),
+                      soft_wrap=True)
     console.print(
         f"[green]ok[/] {prep.config.name}: {len(prep.config.years)} years {prep.config.years}, legend "
         f"{prep.legend.name}, grid {grid.shape[1]}x{grid.shape[0]} px of {grid.resolution_m:g} m "
