@@ -31,9 +31,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import connectivity, generate
+from bench import connectivity, degradation, generate, mining
 
-CASES = {connectivity.NAME: connectivity}  # issue 8 adds the other indicators and the full pipeline here
+# issue 8 adds the other indicators and the full pipeline here
+CASES = {m.NAME: m for m in (connectivity, degradation, mining)}
 RESULTS = generate.BENCH_DIR / "results.csv"
 LAST_RUN = generate.BENCH_DIR / "last_run.json"
 FIELDS = ["timestamp_utc", "commit", "host", "cpus", "other_cpu_pct", "case", "size_mpx", "rows", "cols", "side", "status", "wall_s",
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         _worker(args)
         return 0
-    if not args.no_peer:
+    if not args.no_peer and any(CASES[name].PEER for name in args.cases):
         try:
             import pylandstats  # noqa: F401
         except ImportError:
@@ -191,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                     _wait_idle(args.wait_idle)
                 results[side] = r = _run_child(name, side, ds, args, max_rss_mb=args.max_rss_gb * 1024,
                                                timeout_s=args.peer_timeout if is_peer else 4 * 3600)
-                r["mpx"], r["extrapolated"] = ds.params.mpx, False
+                # Mpx/s counts pixel-years processed: x 2 for the cases that take both years
+                r["mpx"], r["extrapolated"] = ds.params.mpx * getattr(case, "PIXEL_YEARS", 1), False
                 print(f"    {r['status']}: {_fmt(r['seconds'])} s, peak RSS {r['peak_rss_mb']:,.0f} MB, process CPU "
                       f"{r['cpu_s']:.1f} s, other processes {r['other_cpu_pct']:.0f} % of the machine", flush=True)
                 if is_peer and r["status"].startswith("killed") and args.peer_fallback != size:
@@ -224,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                     "compared": "" if cmp is None else cmp["compared"],
                     "max_rel_diff": "" if cmp is None else f"{cmp['max_rel_diff']:.2e}",
                     "chunk_px": args.chunk if side != case.PEER else "", "workers": args.workers if side != case.PEER else 1,
-                    "year": args.year, "stages_s": json.dumps({k: round(v, 2) for k, v in r["stages"].items()}),
+                    "year": args.year if getattr(case, "PIXEL_YEARS", 1) == 1 else "-".join(map(str, ds.params.years)), "stages_s": json.dumps({k: round(v, 2) for k, v in r["stages"].items()}),
                     "notes": r.get("notes", ""),
                 }
                 rows_out.append(row)
@@ -266,6 +268,12 @@ def _print_table(rows: list[dict]) -> None:
             print(f"  {r['case']} {r['size_mpx']} Mpx {r['side']}: {r['status']}; {r['notes']}")
     goal = [r for r in rows if r["size_mpx"] == GOAL_SIZE and r["side"] == "ours" and r["status"] == "ok"]
     for r in goal:
+        target = getattr(CASES[r["case"]], "GOAL_MPX_PER_S", None)
+        if target is not None:  # cases without a peer: a throughput goal
+            print(f"goal at {GOAL_SIZE} Mpx ({r['case']}): >= {target:g} Mpx/s: "
+                  f"{'met' if r['mpx_per_s'] >= target else 'NOT met'} ({r['mpx_per_s']:.2f}); peak RSS <= {GOAL_RSS_MB} "
+                  f"MB: {'met' if r['peak_rss_mb'] <= GOAL_RSS_MB else 'NOT met'} ({r['peak_rss_mb']:,} MB)")
+            continue
         speed_ok = r["speedup_vs_peer"] != "" and r["speedup_vs_peer"] >= GOAL_SPEEDUP
         print(f"goal at {GOAL_SIZE} Mpx ({r['case']}): >= {GOAL_SPEEDUP:g}x faster: "
               f"{'met' if speed_ok else 'NOT met'} ({r['speedup_vs_peer'] or '-'}x); peak RSS <= {GOAL_RSS_MB} MB: "

@@ -1,0 +1,77 @@
+"""Benchmark case ``mining`` (issue 5): the alluvial mining footprint on both generated years, our side only.
+
+- ``ours``: ``pipeline.indicators.mining.compute`` (the real entry point) with the legend's mining class
+  (MapBiomas Amazonia code 30) as the only source, ``ctx.vectors["rivers"]`` = the generated ``rivers.gpkg``
+  (main rivers, tributaries and creeks; in the grid CRS), riparian_buffer_m 500, affected_distance_m 100,
+  min_persistence_years 1, no rights layers; the lazy class-index stack of both years, Context and scheduler
+  as in bench/degradation.py. Timed end to end: graph building (riparian buffer union and its per-chunk
+  rasterisation), the counts, the site labelling and polygons per year, distances to rivers and river km
+  affected; nothing is written to disk.
+
+No peer; ``values`` holds the landscape totals per year (mining_ha, riparian_mining_ha, mining_sites,
+river_km_affected, ...) to compare across commits. Mpx/s counts pixel-years: rows x cols x 2 years / wall.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench.degradation import grid_and_stack, legend, stage_timers
+from bench.generate import Dataset
+
+NAME = "mining"
+SIDES = ("ours",)
+OPTIONAL_SIDES = ()
+PEER = None
+PIXEL_YEARS = 2
+GOAL_MPX_PER_S = 50.0  # issue 5: >= 50 Mpx/s on 2 cores with <= 2 GB at >= 144 Mpx
+SETTINGS = {"riparian_buffer_m": 500.0, "affected_distance_m": 100.0, "min_persistence_years": 1,
+            "landcover_source": True}
+
+
+def run_ours(ds: Dataset, *, chunk_px: int, workers: int, **_) -> dict:
+    import dask
+    import geopandas as gpd
+    from rasterio.env import set_gdal_config
+
+    from pipeline import blocks
+    from pipeline.indicators import mining, mining_sites
+    from pipeline.testing import make_config, make_context
+
+    set_gdal_config("GDAL_CACHEMAX", 256 * 2**20)
+    p = ds.params
+    stages: dict[str, float] = {}
+    started = time.perf_counter()
+    lg = legend()
+    grid, stack = grid_and_stack(ds, lg, chunk_px)
+    rivers = gpd.read_file(ds.rivers).to_crs(grid.crs)
+    stages["read_rivers"] = time.perf_counter() - started
+    config = make_config(list(p.years), indicators={"mining": SETTINGS},
+                         compute={"scheduler": "threads", "workers": max(workers, 1)})
+    ctx = make_context(grid, lg, config, vectors={"rivers": rivers})
+    targets = [(mining, "_riparian_zone", "riparian_zone"), (mining, "_count", "flags_counts"),
+               (mining_sites, "sites", "sites_other"), (blocks, "label_patches", "label_sites"),
+               (blocks.Patches, "polygons", "polygons"), (mining_sites, "site_stats", "site_stats")]
+    scheduler = "threads" if workers > 0 else "synchronous"
+    with dask.config.set(scheduler=scheduler, num_workers=max(workers, 1)), stage_timers(stages, targets):
+        result = mining.compute(stack, ctx)
+    seconds = time.perf_counter() - started
+    table = result.table
+    rows = table[(table["zone_layer"] == "landscape") & table["year"].notna()]
+    values = {f"{int(r.year)}/{r.metric}": float(r.value) for r in rows.itertuples()}
+    sites = result.features[mining.SITE_LAYER]
+    stages["other"] = seconds - sum(stages.values())
+    return {"seconds": seconds, "stages": stages, "values": values,
+            "notes": f"landcover source (code 30), {len(rivers)} river lines, riparian 500 m, affected 100 m, no rights; "
+                     f"site polygons included ({len(sites)} site-years); Mpx/s = px x 2 years / wall; "
+                     f"chunk {chunk_px}, threads x{workers}"}
+
+
+def run_side(side: str, ds: Dataset, **kw) -> dict:
+    if side != "ours":
+        raise ValueError(side)
+    return run_ours(ds, **kw)
+
+
+def compare(ours: dict[str, float], peer: dict[str, float]) -> dict:  # pragma: no cover - no peer
+    return {"identical": False, "compared": 0, "max_rel_diff": float("nan"), "mismatches": []}
