@@ -33,7 +33,7 @@ from scipy import ndimage
 
 from pipeline import blocks
 from pipeline.config import ECOSYSTEMS, GROUPS, DegradationConfig
-from pipeline.indicators.base import ALL_NATURAL, Context, IndicatorResult, tidy
+from pipeline.indicators.base import ALL_NATURAL, Context, IndicatorResult, reuse, tidy
 from pipeline.legend import FIRST_CLASS
 from pipeline.zones import zones_touched
 
@@ -171,6 +171,7 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
             condition=legend.condition, ecosystem=legend.ecosystem, transitions=transitions, edge_m=cfg.edge_depth_m,
             isolation_m=cfg.isolation_m, resolution_m=grid.resolution_m, halo=halo, dtype=np.uint16, chunks=chunks,
         )
+        flags = reuse(flags)  # read by the counts, the patch labels and the patch polygons
         counts = _count(flags, lc[ia], lc[ib], ctx, n_rules=len(rules))
         rows += _rows(counts, ctx, rules, year_from, year_to)
         frames.append(_patches(flags, ctx, rules, year_from, year_to))

@@ -43,7 +43,7 @@ from rasterio.features import rasterize
 from pipeline.config import ECOSYSTEMS, MiningConfig
 from pipeline.grid import LandscapeGrid, Tile
 from pipeline.indicators import mining_sites
-from pipeline.indicators.base import ALL_NATURAL, Context, IndicatorResult, tidy
+from pipeline.indicators.base import ALL_NATURAL, Context, IndicatorResult, reuse, tidy
 from pipeline.zones import LANDSCAPE
 
 NAME = "mining"
@@ -212,6 +212,7 @@ def compute(stack: xr.DataArray | None, ctx: Context) -> IndicatorResult:
     flags = da.map_blocks(_flags_block, *arrays, has_landcover=lc is not None, n_layers=len(layers),
                           mining_table=legend.mining, observed=observed, k=cfg.min_persistence_years,
                           dtype=np.uint8, chunks=((len(years),), *grid.chunks))
+    flags = reuse(flags)  # read by the counts and, per year, the site labels and polygons
     riparian = _rasterized_mask(ctx, _riparian_zone(ctx, cfg))
     rights = _rasterized_mask(ctx, _dissolved(ctx, "mining_rights"))
     surface = _rasterized_mask(ctx, _dissolved(ctx, "surface_rights"))

@@ -50,7 +50,7 @@ def test_runs_with_a_warning_that_says_what_is_missing(run_dir):
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "mining.csv", "mining.gpkg"]
     manifest = json.loads((out / "manifest.json").read_text())
     missing = {item["indicator"] for item in manifest["not_computed"]}
-    assert missing == {"conversion", "connectivity", "mining"}  # mining: only its land-cover metrics
+    assert missing == {"conversion", "connectivity", "degradation", "mining"}  # mining: only its land-cover metrics
 
 
 def test_mined_area_equals_amw_attribute_shared_by_overlap(run_dir):
