@@ -91,8 +91,9 @@ def site_stats(frame: gpd.GeoDataFrame, geoms: list, river_lines, year: int, ctx
     tree = shapely.STRtree(geoms) if geoms else None
     distances = frame["distance_to_river_m"].to_numpy()
     affected = None
-    if river_lines is not None and geoms:
-        near = shapely.union_all(shapely.buffer(np.asarray(geoms, dtype=object), cfg.affected_distance_m, quad_segs=BUFFER_QUAD_SEGS))
+    close = np.asarray(geoms, dtype=object)[distances <= cfg.affected_distance_m] if geoms else []
+    if river_lines is not None and len(close):  # only sites within the distance can affect a river
+        near = shapely.union_all(shapely.buffer(close, cfg.affected_distance_m, quad_segs=BUFFER_QUAD_SEGS))
         affected = shapely.intersection(river_lines, near)
     for layer in ctx.zones:
         for zone, zone_geom in zip(layer.zone_names, layer.zone_geometries, strict=True):
