@@ -283,3 +283,35 @@ def _block_shapes(block: np.ndarray, *, structure: np.ndarray, lookup: np.ndarra
                                           transform=affine.Affine(1, 0, 0, 0, -1, 0))
         pieces = [(int(lut[int(value)]), shape(geom)) for geom, value in shapes]
     return _cell(pieces)
+
+
+def tree_sum(partials: list) -> object:
+    """Pairwise tree of additions over delayed per-chunk results (arrays, or lists/tuples of arrays, added
+    element by element): memory stays bounded by a few partial results, not by the number of chunks."""
+    while len(partials) > 1:
+        partials = [dask.delayed(_add_nested)(*partials[i:i + 2]) if i + 1 < len(partials) else partials[i]
+                    for i in range(0, len(partials), 2)]
+    return partials[0]
+
+
+def _add_nested(a, b):
+    if isinstance(a, list | tuple):
+        return type(a)(_add_nested(x, y) for x, y in zip(a, b, strict=True))
+    return a + b
+
+
+def halo_chunks(chunks: tuple[tuple[int, ...], ...], halo: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """Chunks at least ``halo`` pixels wide on every axis, as ``da.overlap`` needs: narrow chunks join their
+    neighbours. Results never depend on chunking, so this changes only how work is split."""
+    fixed = []
+    for sizes, depth in zip(chunks, halo, strict=True):
+        merged: list[int] = []
+        for size in sizes:
+            if merged and merged[-1] < depth:
+                merged[-1] += size
+            else:
+                merged.append(size)
+        if len(merged) > 1 and merged[-1] < depth:
+            merged[-2] += merged.pop()
+        fixed.append(tuple(merged))
+    return tuple(fixed)

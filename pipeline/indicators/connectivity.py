@@ -163,35 +163,11 @@ def class_metrics(parts_px: np.ndarray, *, area_px: int, edge_sides: int, core_p
     }
 
 
-def halo_px(depth: int, chunks: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
-    """Chunks whose every chunk is at least ``depth`` pixels (a short last chunk joins its neighbour)."""
-    fixed = []
-    for sizes in chunks:
-        sizes = list(sizes)
-        while len(sizes) > 1 and sizes[-1] < depth:
-            sizes[-2] += sizes.pop()
-        if min(sizes) < depth:
-            raise ValueError(f"a chunk of {min(sizes)} px is narrower than the {depth} px halo")
-        fixed.append(tuple(sizes))
-    return tuple(fixed)
-
-
 # ------------------------------------------------------------------------------------------ compute
-def _tree_sum(items: list):
-    while len(items) > 1:
-        items = [dask.delayed(_add_lists)(*items[i:i + 2]) if i + 1 < len(items) else items[i]
-                 for i in range(0, len(items), 2)]
-    return items[0]
-
-
-def _add_lists(a: list[np.ndarray], b: list[np.ndarray]) -> list[np.ndarray]:
-    return [x + y for x, y in zip(a, b, strict=True)]
-
-
 def year_group_stats(lc: da.Array, ctx: Context, tables: np.ndarray, *, depth: int) -> list[np.ndarray]:
     """Per zone layer, (n_faces, 1 + 3 · n_groups) pixel counts for one year (one pass over the chunks)."""
     halo = max(depth, 1)
-    chunks = halo_px(halo, lc.chunks)
+    chunks = blocks.halo_chunks(lc.chunks, (halo, halo))
     lc = lc.rechunk(chunks)
     haloed = da.overlap.overlap(lc, depth={0: halo, 1: halo}, boundary=0)
     faces = [ctx.face_ids[z.name].rechunk(chunks).to_delayed().ravel() for z in ctx.zones]
@@ -199,7 +175,7 @@ def year_group_stats(lc: da.Array, ctx: Context, tables: np.ndarray, *, depth: i
     partial = [dask.delayed(_year_stats, pure=True)(block, *(f[i] for f in faces), tables=tables, halo=halo, depth=depth,
                                                     n_faces=n_faces)
                for i, block in enumerate(haloed.to_delayed().ravel())]
-    return dask.compute(_tree_sum(partial))[0]
+    return dask.compute(blocks.tree_sum(partial))[0]
 
 
 def _zone_parts(patches: blocks.Patches, ctx: Context) -> list[sparse.csr_array]:
@@ -270,7 +246,7 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
 def _core_array(lc: da.Array, table: np.ndarray, depth: int) -> da.Array:
     """Lazy uint8 core flag of the group's pixels, chunked like ``lc`` (halo of ``depth`` pixels)."""
     halo = max(depth, 1)
-    chunks = halo_px(halo, lc.chunks)
+    chunks = blocks.halo_chunks(lc.chunks, (halo, halo))
     haloed = da.overlap.overlap(lc.rechunk(chunks), depth={0: halo, 1: halo}, boundary=0)
     core = haloed.map_blocks(_group_core, table=table, depth=depth, halo=halo, dtype=np.uint8, chunks=chunks)
     return core.rechunk(lc.chunks)

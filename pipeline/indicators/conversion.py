@@ -53,10 +53,6 @@ def _block_counts(lc: np.ndarray, *faces: np.ndarray, pairs: tuple, n_classes: i
     ]
 
 
-def _add(left: list[np.ndarray], right: list[np.ndarray]) -> list[np.ndarray]:
-    return [a + b for a, b in zip(left, right, strict=True)]
-
-
 def period_counts(stack: da.Array, face_ids: list[da.Array], *, pairs: list[tuple[int, int]], n_classes: int,
                   n_faces: list[int]) -> list[np.ndarray]:
     """Counts per zone layer, (n_periods, n_faces, K, K) int64, for the whole landscape.
@@ -73,10 +69,7 @@ def period_counts(stack: da.Array, face_ids: list[da.Array], *, pairs: list[tupl
                                                n_classes=n_classes, n_faces=tuple(n_faces))
         for i, lc in enumerate(lc_blocks)
     ]
-    while len(partial) > 1:
-        partial = [dask.delayed(_add)(*partial[i:i + 2]) if i + 1 < len(partial) else partial[i]
-                   for i in range(0, len(partial), 2)]
-    (total,) = dask.compute(partial[0])
+    (total,) = dask.compute(blocks.tree_sum(partial))
     return total
 
 

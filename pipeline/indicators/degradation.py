@@ -145,7 +145,7 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
     rules = tuple(cfg.rules)
     # a grid narrower than the halo needs no more halo than its own size (beyond it is outside the landscape)
     halo = tuple(min(halo_px(cfg, grid.resolution_m), n) for n in grid.shape)
-    chunks = _halo_chunks(grid.chunks, halo)
+    chunks = blocks.halo_chunks(grid.chunks, halo)
     lc = stack.data.rechunk((len(years), *chunks))
     matrix = ctx.legend.config.transition_matrix()
     transitions = np.array([[matrix[a][b] for b in GROUPS] for a in GROUPS], dtype=np.int8)
@@ -183,22 +183,6 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
     return IndicatorResult(table=table, features={PATCH_LAYER: patches}, zone_metrics=ZONE_METRICS, metadata=metadata)
 
 
-def _halo_chunks(chunks, halo: tuple[int, int]):
-    """Chunks at least as wide as the halo on each axis (narrow chunks join their neighbours)."""
-    fixed = []
-    for sizes, depth in zip(chunks, halo, strict=True):
-        merged: list[int] = []
-        for size in sizes:
-            if merged and merged[-1] < depth:
-                merged[-1] += size
-            else:
-                merged.append(size)
-        if len(merged) > 1 and merged[-1] < depth:
-            merged[-2] += merged.pop()
-        fixed.append(tuple(merged))
-    return tuple(fixed)
-
-
 def _patch_masks(lc: da.Array, years: list[int], cfg: DegradationConfig, ctx: Context) -> dict:
     """("small"|"large", year) -> lazy bool: natural pixels in a patch below small_patch_ha / above large_patch_ha."""
     px = ctx.grid.pixel_area_ha
@@ -223,14 +207,7 @@ def _count(flags: da.Array, lc_a: da.Array, lc_b: da.Array, ctx: Context, *, n_r
     partial = [dask.delayed(_counts_block, pure=True)(
         flag_blocks[i], a_blocks[i], b_blocks[i], *(f[i] for f in faces), n_faces=n_faces, n_rules=n_rules,
         natural=ctx.legend.natural, ecosystem=np.maximum(ctx.legend.ecosystem, 0)) for i in range(len(flag_blocks))]
-    while len(partial) > 1:
-        partial = [dask.delayed(_add)(*partial[i:i + 2]) if i + 1 < len(partial) else partial[i]
-                   for i in range(0, len(partial), 2)]
-    return dask.compute(partial[0])[0]
-
-
-def _add(a: list, b: list) -> list:
-    return [x + y for x, y in zip(a, b, strict=True)]
+    return dask.compute(blocks.tree_sum(partial))[0]
 
 
 def _rows(counts: list[np.ndarray], ctx: Context, rules: tuple[str, ...], year_from: int, year_to: int) -> list[dict]:

@@ -40,6 +40,7 @@ import shapely
 import xarray as xr
 from rasterio.features import rasterize
 
+from pipeline import blocks
 from pipeline.config import ECOSYSTEMS, MiningConfig
 from pipeline.grid import LandscapeGrid, Tile
 from pipeline.indicators import mining_sites
@@ -192,10 +193,6 @@ def _counts_block(flags: np.ndarray, lc: np.ndarray | None, riparian: np.ndarray
     return out
 
 
-def _add(a: list, b: list) -> list:
-    return [(x[0] + y[0], x[1] + y[1]) for x, y in zip(a, b, strict=True)]
-
-
 # ------------------------------------------------------------------------------------------ compute
 def compute(stack: xr.DataArray | None, ctx: Context) -> IndicatorResult:
     """Mining footprint metrics for every year, period and zone, and the mining sites layer."""
@@ -294,10 +291,7 @@ def _count(flags, lc, riparian, rights, surface, ctx: Context, *, n_sources, pai
         n_sources=n_sources, pairs=pairs, eco_of_class=eco_of_class, n_eco=len(ECOSYSTEMS),
         footprint_bits=footprint_bits)
         for i in range(len(flag_blocks))]
-    while len(partial) > 1:
-        partial = [dask.delayed(_add)(*partial[i:i + 2]) if i + 1 < len(partial) else partial[i]
-                   for i in range(0, len(partial), 2)]
-    return dask.compute(partial[0])[0]
+    return dask.compute(blocks.tree_sum(partial))[0]
 
 
 def _rows(counts, site_values: dict, names: list[str], observed: np.ndarray, ctx: Context, cfg: MiningConfig, *,
