@@ -325,6 +325,10 @@ class LandscapeConfig(_Strict):
             raise ValueError(f"years must be strictly ascending (got {self.years})")
         if self.baseline_year is not None and self.baseline_year not in self.years:
             raise ValueError(f"baseline_year {self.baseline_year} is not one of years {self.years}")
+        if len(self.mining_layers) + len(self.mining_rasters) > 7:
+            raise ValueError("at most 7 mining_layers and mining_rasters together (8 mining sources with land cover)")
+        if self.mining_layers and len(self.years) > 64:
+            raise ValueError(f"mining_layers work with at most 64 assessment years (got {len(self.years)})")
         if self.cutoff_year is not None and self.cutoff_year not in self.years[:-1]:
             raise ValueError(
                 f"cutoff_year {self.cutoff_year} must be one of years {self.years} before the last; add it to years"

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import rasterio
 import shapely
 from pyproj import CRS, Geod, Transformer
 from rasterio.features import geometry_mask
@@ -127,10 +126,15 @@ def _mask_raster_bands(config: LandscapeConfig, root: Path) -> dict[str, tuple]:
         else:
             if not path.exists():
                 raise SourceError(f"{path}: {what} file not found")
-            with rasterio.open(path) as src:
-                years = [y for y in config.years if (band_of(y) or 0) >= 1 and band_of(y) <= src.count]
+            count = local.band_count(path)
+            years = [y for y in config.years if (band_of(y) or 0) >= 1 and band_of(y) <= count]
         if not years:
             raise SourceError(f"{path}: {what} has no file or band for any of the years {config.years}")
+        if key.startswith("degradation:") and "external" in config.indicators.degradation.rules:  # type: ignore[union-attr]
+            needed = sorted({b for _, b in config.periods()} - set(years))
+            if needed:
+                raise SourceError(f"{path}: {what} has no file or band for {needed}, the end years of the periods; "
+                                  "add them or remove 'external' from indicators.degradation.rules")
         out[key] = (cfg, local.raster_bands(path, years=years, band_of=band_of, hint=f"check {what}"))
     return out
 

@@ -33,6 +33,7 @@ from scipy import ndimage
 
 from pipeline import blocks
 from pipeline.config import ECOSYSTEMS, GROUPS, DegradationConfig
+from pipeline.errors import SourceError
 from pipeline.indicators.base import ALL_NATURAL, Context, IndicatorResult, reuse, tidy
 from pipeline.legend import FIRST_CLASS
 from pipeline.zones import zones_touched
@@ -155,7 +156,7 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
     for year_from, year_to in ctx.config.periods():
         ia, ib = years.index(year_from), years.index(year_to)
         if "external" in rules and (external is None or not external[0][ib]):
-            raise ValueError(f"the external degradation raster has no layer for {year_to}")
+            raise SourceError(f"the external degradation raster has no layer for {year_to}; add it or drop the rule")
         small = patch_masks.get(("small", year_from)), patch_masks.get(("small", year_to))
         large = patch_masks.get(("large", year_from)), patch_masks.get(("large", year_to))
         zeros = da.zeros(grid.shape, bool, chunks=chunks)

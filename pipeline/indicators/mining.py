@@ -11,7 +11,7 @@ Outputs: mining.csv, per year: mining_ha (all sources together), mining_ha_sourc
          for every zone layer also the zone "(outside all zones)" (e.g. mining outside any title).
          mining.gpkg layer `sites`: one polygon per 8-connected site and year.
 
-Sources. Legend classes flagged `mining` (land cover), each mining polygon layer, and each mining raster mask
+Sources (at most 8). Legend classes flagged `mining` (land cover), each mining polygon layer, and each mining raster mask
 (``mining_rasters``: a file per year or a band per year, aligned onto the grid like land cover; a year
 without a file is not observed). A layer of yearly increments
 (Amazon Mining Watch) gives the footprint of year Y as the union of its polygons of years <= Y; a layer only
@@ -78,11 +78,12 @@ def persistent(mining: np.ndarray, observed: np.ndarray, k: int) -> np.ndarray:
 def first_year_index(shapes: list[tuple[shapely.Geometry, int]], years: list[int], *, cumulative: bool,
                      transform, shape: tuple[int, int]) -> np.ndarray:
     """Per pixel, 1 + the index of the first configured year whose footprint covers it (0 = never), from
-    (polygon, year) pairs; with ``cumulative`` a polygon of year L covers every configured year >= L."""
+    (polygon, year) pairs of yearly increments (``cumulative``): a polygon of year L covers every configured
+    year >= L. For layers of whole yearly footprints use ``year_bits``."""
+    if not cumulative:
+        raise ValueError("first_year_index describes increments only; use year_bits for yearly footprints")
     if not shapes:
         return np.zeros(shape, np.uint8)
-    if not cumulative:
-        raise NotImplementedError
     burn = []
     for geom, year in shapes:
         index = np.searchsorted(years, year)  # first configured year >= the polygon's year
@@ -94,9 +95,29 @@ def first_year_index(shapes: list[tuple[shapely.Geometry, int]], years: list[int
     return rasterize(burn, out_shape=shape, transform=transform, fill=0, dtype=np.uint8)
 
 
+def year_bits(shapes: list[tuple[shapely.Geometry, int]], years: list[int], *, cumulative: bool, transform,
+              shape: tuple[int, int]) -> np.ndarray:
+    """Per pixel, bit t set (uint64) when the layer maps mining in configured year ``years[t]``.
+
+    ``cumulative`` (yearly increments, e.g. Amazon Mining Watch): a polygon of year L counts in every year >= L.
+    Otherwise each year's polygons are that year's whole footprint: a polygon counts in its own year only
+    (and in no configured year when its year is not one of them)."""
+    if cumulative:
+        first = first_year_index(shapes, years, cumulative=True, transform=transform, shape=shape).astype(np.uint64)
+        all_years = np.uint64((1 << len(years)) - 1)
+        return np.where(first > 0, all_years & ~((np.uint64(1) << (first - np.uint64(1))) - np.uint64(1)), np.uint64(0))
+    out = np.zeros(shape, np.uint64)
+    for t, year in enumerate(years):
+        geoms = [g for g, y in shapes if y == year]
+        if geoms:
+            hit = rasterize([(g, 1) for g in geoms], out_shape=shape, transform=transform, fill=0, dtype=np.uint8)
+            out |= hit.astype(np.uint64) << np.uint64(t)
+    return out
+
+
 def _layer_block(shapes: tuple, grid: LandscapeGrid, tile: Tile, years: tuple[int, ...], cumulative: bool) -> np.ndarray:
-    return first_year_index(list(shapes), list(years), cumulative=cumulative, shape=(tile.height, tile.width),
-                            transform=grid.tile_transform(tile.row_off, tile.col_off))
+    return year_bits(list(shapes), list(years), cumulative=cumulative, shape=(tile.height, tile.width),
+                     transform=grid.tile_transform(tile.row_off, tile.col_off))
 
 
 def _mask_block(shapes: tuple, grid: LandscapeGrid, tile: Tile) -> np.ndarray:
@@ -124,7 +145,7 @@ def per_chunk(grid: LandscapeGrid, geoms: list[shapely.Geometry], make, dtype, *
 def source_flags(lc: np.ndarray | None, inside: np.ndarray, *others: np.ndarray, mining_table: np.ndarray | None,
                  observed: np.ndarray, k: int, n_layers: int | None = None) -> np.ndarray:
     """One chunk: bit s of each (year, y, x) value is set when source s maps mining there (after persistence).
-    Sources: land cover first (when given), then the polygon layers (2-D first-year indices), then the
+    Sources: land cover first (when given), then the polygon layers (2-D year bits, see year_bits), then the
     raster masks ((year, y, x) booleans); ``n_layers`` tells them apart (default: all are layers)."""
     n_years = observed.shape[1]
     n_layers = len(others) if n_layers is None else n_layers
@@ -132,9 +153,9 @@ def source_flags(lc: np.ndarray | None, inside: np.ndarray, *others: np.ndarray,
     sources = []
     if lc is not None:
         sources.append(mining_table[lc])
-    for first in others[:n_layers]:
-        index = np.arange(1, n_years + 1)[:, None, None]
-        sources.append((first[None] > 0) & (first[None] <= index))
+    for bits in others[:n_layers]:
+        shifts = np.arange(n_years, dtype=np.uint64)[:, None, None]
+        sources.append(((bits[None] >> shifts) & np.uint64(1)).astype(bool))
     sources += [mask.astype(bool) for mask in others[n_layers:]]
     for s, mining in enumerate(sources):
         kept = persistent(mining & inside[None], observed[s], k)
@@ -244,10 +265,13 @@ def _sources(stack, ctx: Context, cfg: MiningConfig) -> tuple[list[str], np.ndar
             continue
         first = int(frame["year"].min()) if len(frame) else math.inf
         names.append(layer_cfg.name)
-        observed.append(np.array([y >= first for y in years]))
+        if layer_cfg.cumulative_increments:  # increments observe every year from their first layer on
+            observed.append(np.array([y >= first for y in years]))
+        else:  # whole yearly footprints observe only the years they have a layer for
+            observed.append(np.isin(years, frame["year"].unique()))
         surface.append(layer_cfg.footprint)
         shapes = [(g, int(y)) for g, y in zip(frame.geometry, frame["year"], strict=True)]
-        layers.append(per_chunk(ctx.grid, shapes, _layer_block, np.uint8, years=tuple(years),
+        layers.append(per_chunk(ctx.grid, shapes, _layer_block, np.uint64, years=tuple(years),
                                 cumulative=layer_cfg.cumulative_increments))
     rasters = []
     for raster_cfg in ctx.config.mining_rasters:
@@ -256,8 +280,6 @@ def _sources(stack, ctx: Context, cfg: MiningConfig) -> tuple[list[str], np.ndar
         observed.append(np.asarray(seen, bool))
         surface.append(raster_cfg.footprint)
         rasters.append(mask)
-    if len(names) > 8:
-        raise ValueError("at most 8 mining sources")
     bits = sum(1 << s for s, is_surface in enumerate(surface) if is_surface) or (1 << len(names)) - 1
     return names, np.array(observed, bool).reshape(len(names), len(years)), layers, rasters, bits
 

@@ -85,6 +85,15 @@ def raster_bands(path: Path, *, years: list[int], band_of: Callable[[int], int |
     return bands
 
 
+def band_count(path: Path) -> int:
+    """Number of bands of a raster file (SourceError when it cannot be opened)."""
+    try:
+        with rasterio.open(path) as src:
+            return src.count
+    except RasterioError as exc:
+        raise SourceError(f"{path}: cannot open as a raster ({exc}); the file is corrupt or not a GeoTIFF") from None
+
+
 def read_window(path: str, bands: list[int], window: Window) -> np.ndarray:
     """Read ``bands`` (1-based) of ``window`` -> (len(bands), h, w). Errors name the file and window."""
     try:

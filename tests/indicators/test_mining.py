@@ -194,3 +194,14 @@ def test_without_land_cover_uses_the_layers_and_says_what_is_missing():
     assert _v(t, "mining_ha", year=2020) == pytest.approx(6 * PX)  # detection polygons stand in for the footprint
     assert "mining_on_natural_ha" not in set(t.metric)
     assert any("mining_on_natural_ha" in item["metric"] for item in out.not_computed)
+
+
+def test_yearly_footprint_layers_count_in_their_own_year_only():
+    """A layer of whole yearly footprints (cumulative_increments: false): a 2010 polygon is mining in 2010
+    only; with increments the same polygon also counts in 2020."""
+    grid = make_grid((2, 2))
+    shapes = [(pixel_box(grid, slice(0, 1), slice(0, 1)), 2010), (pixel_box(grid, slice(1, 2), slice(1, 2)), 2020)]
+    bits = mining.year_bits(shapes, YEARS, cumulative=False, transform=grid.transform, shape=(2, 2))
+    assert bits.tolist() == [[0b010, 0], [0, 0b100]]
+    bits = mining.year_bits(shapes, YEARS, cumulative=True, transform=grid.transform, shape=(2, 2))
+    assert bits.tolist() == [[0b110, 0], [0, 0b100]]

@@ -133,3 +133,27 @@ def test_edge_depth_wider_than_a_chunk_is_a_config_error(tmp_path):
     (tmp_path / "mini.yaml").write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match="indicators.degradation edge_depth_m/isolation_m need a halo of 34 px"):
         prepare(tmp_path / "mini.yaml")
+
+
+def test_external_degradation_raster_missing_a_period_end_year(tmp_path):
+    import shutil
+
+    from pipeline.errors import SourceError
+    from pipeline.prepare import prepare
+
+    for f in Path("tests/data/mini").iterdir():
+        if f.is_file():
+            shutil.copy(f, tmp_path / f.name)
+    shutil.copy(tmp_path / "landcover_1985_2000_2022.tif", tmp_path / "tmf_2000.tif")  # 2022 is missing
+    data = yaml.safe_load((tmp_path / "mini.yaml").read_text())
+    data["indicators"]["degradation"]["rules"] = ["edge", "external"]
+    data["indicators"]["degradation"]["external"] = {"path": "tmf_{year}.tif", "degraded_values": [30], "name": "tmf"}
+    (tmp_path / "mini.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(SourceError, match=r"tmf_\{year\}.tif: indicators.degradation.external has no file or band for \[2022\]"):
+        prepare(tmp_path / "mini.yaml")
+
+
+def test_too_many_mining_sources_is_a_config_error(tmp_path):
+    data = _base() | {"mining_layers": [{"name": f"l{i}", "path": "x.gpkg", "year_field": "year"} for i in range(8)]}
+    with pytest.raises(ConfigError, match="at most 7 mining_layers and mining_rasters together"):
+        load_landscape(_write(tmp_path, data))
