@@ -26,10 +26,10 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from contextlib import contextmanager
 
 import numpy as np
 
+from bench.common import stage_timers
 from bench.generate import LEGEND, NODATA, ROOT, Dataset
 
 NAME = "connectivity"
@@ -76,35 +76,14 @@ def _group_codes(legend, codes: list[int]) -> dict[str, int]:
 
 
 # ------------------------------------------------------------------------------------------------ ours
-@contextmanager
 def _stage_timers(stages: dict[str, float]):
-    """Time the pipeline's main steps by wrapping them in this process (pipeline/ is not modified)."""
+    """Exclusive times of the pipeline's main connectivity steps (bench.common.stage_timers)."""
     from pipeline import blocks, graph
     from pipeline.indicators import connectivity
 
-    targets = [(connectivity, "year_group_stats", "year_group_stats"), (blocks, "label_patches", "label_patches"),
-               (connectivity, "_zone_parts", "zone_parts"), (blocks.Patches, "polygons", "polygons"),
-               (graph, "equivalent_connected_area", "eca")]
-    saved = []
-    for owner, attr, stage in targets:
-        original = getattr(owner, attr, None)
-        if original is None:
-            continue
-
-        def timed(*a, _f=original, _s=stage, **kw):
-            t = time.perf_counter()
-            try:
-                return _f(*a, **kw)
-            finally:
-                stages[_s] = stages.get(_s, 0.0) + time.perf_counter() - t
-
-        saved.append((owner, attr, original))
-        setattr(owner, attr, timed)
-    try:
-        yield
-    finally:
-        for owner, attr, original in saved:
-            setattr(owner, attr, original)
+    return stage_timers(stages, [(connectivity, "year_group_stats", "year_group_stats"),
+                                 (blocks, "label_patches", "label_patches"), (connectivity, "_zone_parts", "zone_parts"),
+                                 (blocks.Patches, "polygons", "polygons"), (graph, "equivalent_connected_area", "eca")])
 
 
 def _classify(block: np.ndarray, *, lut: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 
-from bench.degradation import grid_and_stack, legend, stage_timers
+from bench.common import grid_and_stack, legend, no_comparison, ours_only, timed_compute
 from bench.generate import Dataset
 
 NAME = "mining"
@@ -30,7 +30,6 @@ SETTINGS = {"riparian_buffer_m": 500.0, "affected_distance_m": 100.0, "min_persi
 
 
 def run_ours(ds: Dataset, *, chunk_px: int, workers: int, **_) -> dict:
-    import dask
     import geopandas as gpd
     from rasterio.env import set_gdal_config
 
@@ -52,9 +51,7 @@ def run_ours(ds: Dataset, *, chunk_px: int, workers: int, **_) -> dict:
     targets = [(mining, "_riparian_zone", "riparian_zone"), (mining, "_count", "flags_counts"),
                (mining_sites, "sites", "sites_other"), (blocks, "label_patches", "label_sites"),
                (blocks.Patches, "polygons", "polygons"), (mining_sites, "site_stats", "site_stats")]
-    scheduler = "threads" if workers > 0 else "synchronous"
-    with dask.config.set(scheduler=scheduler, num_workers=max(workers, 1)), stage_timers(stages, targets):
-        result = mining.compute(stack, ctx)
+    result = timed_compute(mining.compute, stack, ctx, workers=workers, stages=stages, targets=targets)
     seconds = time.perf_counter() - started
     table = result.table
     rows = table[(table["zone_layer"] == "landscape") & table["year"].notna()]
@@ -67,11 +64,5 @@ def run_ours(ds: Dataset, *, chunk_px: int, workers: int, **_) -> dict:
                      f"chunk {chunk_px}, threads x{workers}"}
 
 
-def run_side(side: str, ds: Dataset, **kw) -> dict:
-    if side != "ours":
-        raise ValueError(side)
-    return run_ours(ds, **kw)
-
-
-def compare(ours: dict[str, float], peer: dict[str, float]) -> dict:  # pragma: no cover - no peer
-    return {"identical": False, "compared": 0, "max_rel_diff": float("nan"), "mismatches": []}
+run_side = ours_only(run_ours)
+compare = no_comparison
