@@ -81,6 +81,7 @@ def _stage_timers(stages: dict[str, float]):
     from pipeline import blocks, graph
     from pipeline.indicators import connectivity
 
+    # year_group_stats is one pass per year: counts, edges, core and the patch labels of every group
     return stage_timers(stages, [(connectivity, "year_group_stats", "year_group_stats"),
                                  (blocks, "label_patches", "label_patches"), (connectivity, "_zone_parts", "zone_parts"),
                                  (blocks.Patches, "polygons", "polygons"), (graph, "equivalent_connected_area", "eca")])

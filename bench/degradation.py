@@ -47,6 +47,8 @@ def run_ours(ds: Dataset, *, chunk_px: int, workers: int, **_) -> dict:
     config = make_config(list(p.years), indicators={"degradation": SETTINGS},
                          compute={"scheduler": "threads", "workers": max(workers, 1)})
     ctx = make_context(grid, lg, config)
+    # natural_patches: natural-land labels per year; flags_counts: one pass computing the rule flags, the counts
+    # and the degraded-patch labels; degraded_patches: the patch attributes; polygons: the kept patches' shapes
     targets = [(degradation, "_patch_masks", "natural_patches"), (degradation, "_count", "flags_counts"),
                (degradation, "_patches", "degraded_patches"), (blocks.Patches, "polygons", "polygons")]
     result = timed_compute(degradation.compute, stack, ctx, workers=workers, stages=stages, targets=targets)

@@ -1,7 +1,8 @@
 """Synthetic, realistic land-cover rasters for the benchmarks, generated once and cached in data/bench/.
 
 A landscape is two years of MapBiomas Amazonia codes (configs/legends/mapbiomas_amazonia.yaml) on a 10 m grid in
-EPSG:6933 (equal-area), written as tiled (512 px) DEFLATE uint8 GeoTIFFs, plus the river centre-lines:
+EPSG:6933 (equal-area), written as tiled (512 px) DEFLATE uint8 GeoTIFFs, plus the river centre-lines (and, from
+``landscape_inputs``, a boundary, a zone layer and the configs that make it a landscape ``pipeline.runner`` runs):
 
 - natural: forest (~70 %), savanna (~8 %), wetland (~4 %, along rivers), water (meandering rivers with
   tributaries and creeks, and oxbow-like lakes near them);
@@ -23,7 +24,7 @@ whatever the strip height, and the cache key is a hash of the parameters and GEN
 Memory: the coarse fields (3 x rows x cols / 16 float32 bytes at 40 m) plus ~20 float32 strip arrays;
 about 0.5 GB at 144 Mpx.
 
-    python -m bench.generate 16 144      # make (or find) the 16 and 144 Mpx landscapes
+    python -m bench.generate 16 144      # make (or find) the 16 and 144 Mpx landscapes and their landscape YAMLs
 """
 
 from __future__ import annotations
@@ -43,12 +44,13 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import shapely
+import yaml
 from affine import Affine
 from rasterio.features import rasterize
 from scipy import ndimage
 from shapely import affinity
 
-from bench.vectors import Vectors, make_vectors
+from bench.vectors import Vectors, boundary_polygon, district_polygons, make_vectors
 
 GENERATOR_VERSION = 1
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,6 +139,11 @@ class Dataset:
     def meta(self) -> dict:
         return json.loads((self.directory / "meta.json").read_text())
 
+    @property
+    def config_path(self) -> Path:
+        """The landscape YAML written by ``landscape_inputs`` (the runner's input)."""
+        return self.directory / "configs" / "landscapes" / f"{LANDSCAPE_NAME}.yaml"
+
 
 def ensure(params: Params, *, out_dir: Path = BENCH_DIR, log: Callable[[str], object] = print) -> Dataset:
     """The landscape of ``params``: from the cache, or generated now (into a temporary directory, renamed
@@ -159,6 +166,73 @@ def ensure(params: Params, *, out_dir: Path = BENCH_DIR, log: Callable[[str], ob
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return Dataset(params, final)
+
+
+# ---------------------------------------------------------------------------------------------- pipeline inputs
+INPUTS_VERSION = 1  # of boundary.gpkg / zones.gpkg (made beside the rasters, so the raster cache key is unchanged)
+LANDSCAPE_NAME = "bench"
+# what the `pipeline` bench case runs: all four indicators as for lourenco (no rights layers, one dispersal distance)
+INDICATORS = {
+    "conversion": {"min_mapping_unit_ha": 0.5},
+    "degradation": {"rules": ["transition", "condition", "edge", "small_patch", "isolation"], "edge_depth_m": 100,
+                    "small_patch_ha": 5, "large_patch_ha": 100, "isolation_m": 1000},
+    "connectivity": {"neighbourhood": 8, "edge_depth_m": 100, "min_patch_ha": 1, "dispersal_m": [1000]},
+    "mining": {"riparian_buffer_m": 500, "affected_distance_m": 100, "min_persistence_years": 1},
+}
+
+
+def landscape_inputs(ds: Dataset, *, chunk_px: int = 2048, grid_crs: str = "native", workers: int = 2,
+                     scheduler: str = "threads", indicators: dict | None = None) -> Path:
+    """Make a generated landscape runnable by ``pipeline.runner.run``; returns the landscape YAML's path.
+
+    Beside the rasters and rivers.gpkg: ``boundary.gpkg`` (one polygon of ~4,000 vertices covering ~60 % of its
+    bounding box, bench.vectors.boundary_polygon) and ``zones.gpkg`` (layer ``districts``: 9 Voronoi districts
+    tiling the extent), both drawn from the landscape's seed and cached (``inputs.json`` holds
+    INPUTS_VERSION); then, written every time from the current settings, ``configs/legends/<LEGEND>.yaml``
+    (a copy of the project's legend) and ``configs/landscapes/bench.yaml`` (paths relative to the landscape
+    directory, which is the config's project root). Run it by hand with
+    ``python -m pipeline run data/bench/<key>/configs/landscapes/bench.yaml``.
+    """
+    import geopandas as gpd
+
+    p, d = ds.params, ds.directory
+    stamp = d / "inputs.json"
+    if not stamp.exists() or json.loads(stamp.read_text()).get("version") != INPUTS_VERSION:
+        rng = np.random.default_rng([p.seed, 11])
+        px_to_map = [p.res_m, 0, 0, -p.res_m, p.origin[0], p.origin[1]]
+        boundary = affinity.affine_transform(boundary_polygon(p, rng), px_to_map)
+        districts = [affinity.affine_transform(g, px_to_map) for g in district_polygons(p, rng)]
+        for name, frame, layer in (
+            ("boundary.gpkg", gpd.GeoDataFrame({"name": [f"bench {p.key}"]}, geometry=[boundary], crs=p.crs), "boundary"),
+            ("zones.gpkg", gpd.GeoDataFrame({"name": [f"District {i + 1}" for i in range(len(districts))]},
+                                            geometry=districts, crs=p.crs), "districts"),
+        ):
+            tmp = d / f".tmp{os.getpid()}.{name}"
+            frame.to_file(tmp, layer=layer, driver="GPKG", engine="pyogrio")
+            os.replace(tmp, d / name)
+        frame_area = p.rows * p.cols * p.res_m**2
+        stamp.write_text(json.dumps({
+            "version": INPUTS_VERSION, "boundary_vertices": len(boundary.exterior.coords) - 1,
+            "boundary_share_of_raster_pct": round(100 * boundary.area / frame_area, 2), "districts": len(districts)}))
+    legends = d / "configs" / "legends"
+    legends.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ROOT / "configs" / "legends" / f"{LEGEND}.yaml", legends / f"{LEGEND}.yaml")
+    config = {
+        "name": LANDSCAPE_NAME,
+        "title": f"Generated benchmark landscape {p.key} ({p.mpx:.0f} Mpx a year at {p.res_m:g} m)",
+        "boundary": "boundary.gpkg",
+        "years": list(p.years),
+        "landcover": {"legend": LEGEND, "path": "landcover_{year}.tif"},
+        "grid": {"crs": grid_crs, "chunk_px": chunk_px} | ({} if grid_crs == "native" else {"resolution_m": p.res_m}),
+        "zones": {"districts": {"path": "zones.gpkg", "layer": "districts", "id_field": "name"}},
+        "rivers": {"path": "rivers.gpkg"},
+        "indicators": indicators or INDICATORS,
+        "compute": {"scheduler": scheduler, "workers": workers},
+    }
+    ds.config_path.parent.mkdir(parents=True, exist_ok=True)
+    ds.config_path.write_text("# written by bench.generate.landscape_inputs; regenerated every bench run\n"
+                              + yaml.safe_dump(config, sort_keys=False))
+    return ds.config_path
 
 
 # ---------------------------------------------------------------------------------------------- fields
@@ -426,7 +500,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     for size in args.sizes:
         ds = ensure(Params.of_size(size, seed=args.seed))
-        print(f"{size:>4} Mpx: {ds.directory}")
+        print(f"{size:>4} Mpx: {ds.directory}  (run it: python -m pipeline run {landscape_inputs(ds)})")
 
 
 if __name__ == "__main__":

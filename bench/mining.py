@@ -48,6 +48,8 @@ def run_ours(ds: Dataset, *, chunk_px: int, workers: int, **_) -> dict:
     config = make_config(list(p.years), indicators={"mining": SETTINGS},
                          compute={"scheduler": "threads", "workers": max(workers, 1)})
     ctx = make_context(grid, lg, config, vectors={"rivers": rivers})
+    # flags_counts: one pass computing the source flags, the counts and the compressed flags and site values;
+    # label_sites and polygons then read the compressed chunks; site_stats: buffers of sites near rivers
     targets = [(mining, "_riparian_zone", "riparian_zone"), (mining, "_count", "flags_counts"),
                (mining_sites, "sites", "sites_other"), (blocks, "label_patches", "label_sites"),
                (blocks.Patches, "polygons", "polygons"), (mining_sites, "site_stats", "site_stats")]

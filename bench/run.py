@@ -31,10 +31,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import connectivity, degradation, generate, mining
+from bench import connectivity, degradation, generate, mining, pipeline
 
-# issue 8 adds the other indicators and the full pipeline here
-CASES = {m.NAME: m for m in (connectivity, degradation, mining)}
+CASES = {m.NAME: m for m in (connectivity, degradation, mining, pipeline)}
 RESULTS = generate.BENCH_DIR / "results.csv"
 LAST_RUN = generate.BENCH_DIR / "last_run.json"
 FIELDS = ["timestamp_utc", "commit", "host", "cpus", "other_cpu_pct", "case", "size_mpx", "rows", "cols", "side", "status", "wall_s",
@@ -142,13 +141,14 @@ def _fmt(x: float, digits: int = 2) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Benchmarks: ours vs peers, per size (see bench/README.md)")
-    parser.add_argument("--sizes", nargs="+", default=["16", "144"], choices=sorted(generate.SIZES, key=int),
-                        help="landscape sizes, Mpx per year (default: 16 144)")
+    parser.add_argument("--sizes", nargs="+", choices=sorted(generate.SIZES, key=int),
+                        help="landscape sizes, Mpx per year (default: 16 144; with --full: 16 144 576)")
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--chunk", type=int, default=2048, help="dask chunk size, px (default 2048)")
     parser.add_argument("--workers", type=int, default=2, help="threads of our scheduler (default 2)")
     parser.add_argument("--year", type=int, default=generate.Params.years[0], help="year timed (default 2020)")
-    parser.add_argument("--full", action="store_true", help="also time the optional sides (ours with ECA + polygons)")
+    parser.add_argument("--full", action="store_true",
+                        help="also time the optional sides (ours with ECA + polygons) and, unless --sizes is given, 576 Mpx")
     parser.add_argument("--no-peer", action="store_true", help="time our side only")
     parser.add_argument("--peer-timeout", type=float, default=900, help="seconds before a peer is killed (900)")
     parser.add_argument("--max-rss-gb", type=float, default=16, help="RSS at which any side is killed (16 GB)")
@@ -161,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.sizes is None:
+        args.sizes = ["16", "144", "576"] if args.full else ["16", "144"]
     if args.worker:
         _worker(args)
         return 0
@@ -174,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     commit, stamp = _commit(), datetime.now(UTC).isoformat(timespec="seconds")
     host, cpus = platform.node(), os.cpu_count()
     rows_out, details = [], []
+    measured: dict[tuple[str, str, str], dict] = {}  # (case, side, size) -> result, for REUSE
     print(f"bench: commit {commit}, {cpus} CPUs, chunk {args.chunk}, {args.workers} threads, year {args.year}")
     if os.getloadavg()[0] > 0.5:
         print(f"  note: load average {os.getloadavg()[0]:.1f}: other processes use the CPUs; each row records the "
@@ -182,18 +185,28 @@ def main(argv: list[str] | None = None) -> int:
         ds = generate.ensure(generate.Params.of_size(size))
         for name in args.cases:
             case = CASES[name]
-            sides = [s for s in case.SIDES if not (args.no_peer and s == case.PEER)]
+            peers = getattr(case, "PEERS", (case.PEER,))
+            sides = [s for s in case.SIDES if not (args.no_peer and s in peers)
+                     and size in getattr(case, "SIDE_SIZES", {}).get(s, (size,))]
             sides += list(case.OPTIONAL_SIDES) if args.full else []
             results = {}
             for side in sides:
                 is_peer = side == case.PEER
+                reuse = getattr(case, "REUSE", {}).get(side)
+                if reuse and (*reuse, size) in measured:  # the same measurement made by another case in this run
+                    results[side] = r = {**measured[(*reuse, size)], "pixel_years": 1}
+                    r["notes"] = f"measured by case {reuse[0]} in this run; {r.get('notes', '')}"
+                    r["mpx"] = ds.params.mpx
+                    print(f"  {name} {size} Mpx: {side}: reusing case {reuse[0]}'s measurement", flush=True)
+                    continue
                 print(f"  {name} {size} Mpx: {side} ...", flush=True)
                 if args.wait_idle > 0:
                     _wait_idle(args.wait_idle)
                 results[side] = r = _run_child(name, side, ds, args, max_rss_mb=args.max_rss_gb * 1024,
                                                timeout_s=args.peer_timeout if is_peer else 4 * 3600)
-                # Mpx/s counts pixel-years processed: x 2 for the cases that take both years
-                r["mpx"], r["extrapolated"] = ds.params.mpx * getattr(case, "PIXEL_YEARS", 1), False
+                measured[(name, side, size)] = r
+                # Mpx/s counts pixel-years processed: x 2 for the cases that take both years (a side may say otherwise)
+                r["mpx"], r["extrapolated"] = ds.params.mpx * r.get("pixel_years", getattr(case, "PIXEL_YEARS", 1)), False
                 print(f"    {r['status']}: {_fmt(r['seconds'])} s, peak RSS {r['peak_rss_mb']:,.0f} MB, process CPU "
                       f"{r['cpu_s']:.1f} s, other processes {r['other_cpu_pct']:.0f} % of the machine", flush=True)
                 if is_peer and r["status"].startswith("killed") and args.peer_fallback != size:
@@ -215,7 +228,11 @@ def main(argv: list[str] | None = None) -> int:
                 if side != case.PEER and peer and peer["values"] and r["values"] and not side.endswith("full"):
                     mine = results["ours@fallback"]["values"] if peer["extrapolated"] else r["values"]
                     cmp = case.compare(mine, peer["values"])
-                speedup = (peer["seconds"] / r["seconds"]) if (peer and side != case.PEER and r["seconds"]) else math.nan
+                speedup = (peer["seconds"] / r["seconds"]) if (peer and side not in peers and r["seconds"]) else math.nan
+                if side not in peers and len(peers) > 1:  # wall-time ratio to every peer measured in this run
+                    ratios = [f"{r['seconds'] / results[q]['seconds']:.2f}x the wall time of {q}" for q in peers
+                              if q in results and results[q]["seconds"] == results[q]["seconds"]]
+                    r["notes"] = "; ".join([r.get("notes", ""), *ratios])
                 row = {
                     "timestamp_utc": stamp, "commit": commit, "host": host, "cpus": cpus,
                     "other_cpu_pct": round(r["other_cpu_pct"]), "case": name,
@@ -225,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                     "identical": "" if cmp is None else ("yes" if cmp["identical"] else "no"),
                     "compared": "" if cmp is None else cmp["compared"],
                     "max_rel_diff": "" if cmp is None else f"{cmp['max_rel_diff']:.2e}",
-                    "chunk_px": args.chunk if side != case.PEER else "", "workers": args.workers if side != case.PEER else 1,
+                    "chunk_px": args.chunk if side not in peers else "", "workers": args.workers if side not in peers else 1,
                     "year": args.year if getattr(case, "PIXEL_YEARS", 1) == 1 else "-".join(map(str, ds.params.years)), "stages_s": json.dumps({k: round(v, 2) for k, v in r["stages"].items()}),
                     "notes": r.get("notes", ""),
                 }
@@ -266,11 +283,14 @@ def _print_table(rows: list[dict]) -> None:
             print(f"  {r['case']} {r['size_mpx']} Mpx {r['side']} stages (s): {r['stages_s']}")
         if r["status"] not in ("ok",):
             print(f"  {r['case']} {r['size_mpx']} Mpx {r['side']}: {r['status']}; {r['notes']}")
-    goal = [r for r in rows if r["size_mpx"] == GOAL_SIZE and r["side"] == "ours" and r["status"] == "ok"]
+        elif len(getattr(CASES[r["case"]], "PEERS", ())) > 1:
+            print(f"  {r['case']} {r['size_mpx']} Mpx {r['side']}: {r['notes']}")
+    goal = [r for r in rows if r["size_mpx"] == getattr(CASES[r["case"]], "GOAL_SIZE", GOAL_SIZE) and r["side"] == "ours"
+            and r["status"] == "ok"]
     for r in goal:
         target = getattr(CASES[r["case"]], "GOAL_MPX_PER_S", None)
         if target is not None:  # cases without a peer: a throughput goal
-            print(f"goal at {GOAL_SIZE} Mpx ({r['case']}): >= {target:g} Mpx/s: "
+            print(f"goal at {r['size_mpx']} Mpx ({r['case']}): >= {target:g} Mpx/s: "
                   f"{'met' if r['mpx_per_s'] >= target else 'NOT met'} ({r['mpx_per_s']:.2f}); peak RSS <= {GOAL_RSS_MB} "
                   f"MB: {'met' if r['peak_rss_mb'] <= GOAL_RSS_MB else 'NOT met'} ({r['peak_rss_mb']:,} MB)")
             continue

@@ -185,3 +185,38 @@ def _mining_sites(p: Params, rng: np.random.Generator, rivers, mining_share: flo
     for _ in range(max(1, len(sites) // 4)):  # sites that open between the years
         add_site(opens_later=True)
     return {y: list(pits(i)) for i, y in enumerate(p.years)}
+
+
+# ------------------------------------------------------------------------------------------------ study area
+def boundary_polygon(p: Params, rng: np.random.Generator, *, vertices: int = 4000, fill: float = 0.6) -> shapely.Polygon:
+    """The study-area boundary (px coordinates): a star-shaped blob around the landscape centre whose radius
+    varies with angle (a few broad lobes plus fine irregularity, as a watershed or district outline), with
+    ``vertices`` vertices, inside the raster with a 2 % margin, covering about ``fill`` of its bounding box
+    (so the chunks near the corners lie outside it)."""
+    a = np.linspace(0, 2 * np.pi, vertices, endpoint=False)
+    k = np.arange(1, 41)
+    amp = rng.normal(0, 1, (2, k.size)) / k**1.3  # broad lobes dominate, fine detail decays
+    r = 1 + 0.25 * (amp[0] @ np.cos(np.outer(k, a)) + amp[1] @ np.sin(np.outer(k, a))) / np.abs(amp).sum() * 4
+    r = np.clip(r, 0.35, None) + rng.normal(0, 0.004, vertices)  # vertex-level jitter (digitised outline)
+    x, y = np.cos(a) * r, np.sin(a) * r
+    # scale the blob into the raster with a 2 % margin on its widest extent
+    sx = 0.96 * p.cols / (x.max() - x.min())
+    sy = 0.96 * p.rows / (y.max() - y.min())
+    x = 0.02 * p.cols + (x - x.min()) * sx
+    y = 0.02 * p.rows + (y - y.min()) * sy
+    poly = shapely.make_valid(shapely.Polygon(np.column_stack([x, y])))
+    poly = max(shapely.get_parts(poly), key=lambda g: g.area)  # one polygon even if the jitter pinched a loop
+    box_area = (x.max() - x.min()) * (y.max() - y.min())
+    if not 0.3 * fill < poly.area / box_area < 1.0:
+        raise ValueError(f"boundary fills {poly.area / box_area:.0%} of its box")
+    return poly
+
+
+def district_polygons(p: Params, rng: np.random.Generator, *, n: int = 9) -> list[shapely.Polygon]:
+    """Zone polygons (px coordinates): ``n`` districts, the Voronoi cells of random seeds clipped to the
+    raster's extent (they tile it without overlap), with edges densified to 50 px."""
+    frame = shapely.box(0, 0, p.cols, p.rows)
+    seeds = shapely.multipoints(np.column_stack([rng.uniform(0, p.cols, n), rng.uniform(0, p.rows, n)]))
+    cells = shapely.get_parts(shapely.voronoi_polygons(seeds, extend_to=frame))
+    cells = [shapely.segmentize(shapely.intersection(c, frame), 50) for c in cells]
+    return sorted(cells, key=lambda c: (c.centroid.y, c.centroid.x))

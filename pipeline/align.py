@@ -80,11 +80,52 @@ def source_indices(
     return rows, cols
 
 
+def pixel_offset(grid_crs: CRS, tile_transform: Affine, band: RasterBand) -> tuple[int, int] | None:
+    """(row, col) of the tile's first pixel in the source when the tile is the source grid shifted by whole
+    pixels (same CRS, same pixel size, aligned origin: ``grid.crs: native``, or a grid that happens to match),
+    else None. Then every grid pixel centre falls exactly on one source pixel centre, so nearest resampling is a
+    plain window read: the same codes as mapping each centre (``source_indices``), without the index arrays."""
+    m = ~band.transform @ tile_transform
+    col, row = round(m.c), round(m.f)
+    exact = (abs(m.a - 1) < 1e-9 and abs(m.e - 1) < 1e-9 and abs(m.b) < 1e-12 and abs(m.d) < 1e-12
+             and abs(m.c - col) < 1e-6 and abs(m.f - row) < 1e-6)
+    if not exact or not (band.crs_wkt == grid_crs.to_wkt() or band.crs == grid_crs):
+        return None
+    return int(row), int(col)
+
+
+def _window_block(offset: tuple[int, int], inside: np.ndarray, band_list: Sequence[RasterBand], *,
+                  unmapped_code: int) -> np.ndarray:
+    """``nearest_block`` for a tile that is a whole-pixel shift of the source grid (``pixel_offset``)."""
+    first = band_list[0]
+    (row, col), (height, width) = offset, inside.shape
+    out = np.full((len(band_list), height, width), unmapped_code, dtype=first.dtype)
+    r0, r1 = max(0, row), min(first.shape[0], row + height)
+    c0, c1 = max(0, col), min(first.shape[1], col + width)
+    if r1 <= r0 or c1 <= c0:
+        return out
+    rows, cols = slice(r0 - row, r1 - row), slice(c0 - col, c1 - col)
+    if not inside[rows, cols].any():
+        return out
+    data = read_window(first.path, [b.band for b in band_list], Window(c0, r0, c1 - c0, r1 - r0))
+    for i, band in enumerate(band_list):
+        values = data[i]
+        if band.nodata is not None:
+            values = np.where(values == band.nodata, unmapped_code, values)
+        out[i, rows, cols] = values
+    return out
+
+
 def nearest_block(
     grid_crs: CRS, tile_transform: Affine, inside: np.ndarray, band_list: Sequence[RasterBand], *, unmapped_code: int
 ) -> np.ndarray:
-    """Nearest-neighbour codes for bands that share one source grid -> (len(band_list), h, w)."""
+    """Nearest-neighbour codes for bands that share one source grid -> (len(band_list), h, w).
+
+    Pixels outside ``inside`` may hold anything (callers keep only the pixels inside)."""
     first = band_list[0]
+    offset = pixel_offset(grid_crs, tile_transform, first)
+    if offset is not None:
+        return _window_block(offset, inside, band_list, unmapped_code=unmapped_code)
     rows, cols = source_indices(grid_crs, tile_transform, inside.shape, first)
     on_source = inside & (rows >= 0) & (cols >= 0) & (rows < first.shape[0]) & (cols < first.shape[1])
     out = np.full((len(band_list), *inside.shape), unmapped_code, dtype=first.dtype)
@@ -173,7 +214,8 @@ def align_tile(
     if not shapely.intersects(boundary, box):
         return out
     transform = grid.tile_transform(tile.row_off, tile.col_off)
-    inside = np.ones(shape, bool) if shapely.contains(boundary, box) else boundary_mask(boundary, transform, shape)
+    whole = shapely.contains(boundary, box)  # every pixel of the tile is inside: no mask needed
+    inside = np.ones(shape, bool) if whole else boundary_mask(boundary, transform, shape)
     groups: dict[tuple[str, str, Affine, str], list[int]] = {}
     for i, (band, method) in enumerate(zip(bands, methods, strict=True)):
         groups.setdefault((band.path, band.crs_wkt, band.transform, method), []).append(i)
@@ -181,7 +223,7 @@ def align_tile(
         kernel = mode_block if method == "mode" else nearest_block
         values = kernel(grid.crs, transform, inside, [bands[i] for i in indices], unmapped_code=unmapped_code)
         for j, i in enumerate(indices):
-            inside_values = values[j][inside]
+            inside_values = values[j] if whole else values[j][inside]
             if legend_path is not None and (inside_values == outside_code).any():
                 # outside_code is never a legend code, so a source pixel inside the boundary holding it is an
                 # undocumented code that would otherwise vanish as 'outside'
@@ -189,7 +231,10 @@ def align_tile(
                     f"code {outside_code} occurs in {bands[i].path} (band {bands[i].band}) inside the boundary "
                     f"but not in {legend_path}; add it to classes or to nodata in the legend"
                 )
-            out[i][inside] = inside_values
+            if whole:
+                out[i] = inside_values
+            else:
+                out[i][inside] = inside_values
     return out
 
 

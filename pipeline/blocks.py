@@ -1,7 +1,7 @@
 """Whole-landscape patch labelling over dask chunks, shared by every patch indicator (DESIGN.md §4, §6, §9).
 
-Pass 1 labels each chunk with ``scipy.ndimage.label`` and returns only small things: per-label pixel counts
-and value histograms, each label's first pixel and the labels on the chunk's four edge lines. The driver joins
+Pass 1 labels each chunk (``kernels.label``, numbered as ``scipy.ndimage.label`` would) and returns only
+small things: per-label pixel counts and value histograms, each label's first pixel and the labels on the chunk's four edge lines. The driver joins
 labels that touch across chunk edges and corners (``scipy.sparse.csgraph``) and numbers patches by their first
 pixel in row-major order: the numbering ``scipy.ndimage.label`` gives on the whole array, for any chunking.
 """
@@ -17,10 +17,13 @@ import dask.array as da
 import numpy as np
 import rasterio.features
 import shapely
-from scipy import ndimage, sparse
+from scipy import sparse
 from scipy.sparse import csgraph
-from shapely.affinity import affine_transform
-from shapely.geometry import shape
+
+from pipeline import kernels
+from pipeline.zones import ZoneLayer, zones_touched
+
+POLYGON_BATCH = 512  # patches per task finishing polygons (union of chunk pieces, simplify, to map coordinates)
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,7 +58,7 @@ class Patches:
 
     def _task_kwargs(self) -> dict:
         """Arguments of the per-chunk relabelling tasks; the lookup tables are one shared graph key each."""
-        return dict(structure=_structure(self.neighbourhood), lookup=dask.delayed(self._lookup, pure=True),
+        return dict(neighbourhood=self.neighbourhood, lookup=dask.delayed(self._lookup, pure=True),
                     offsets=dask.delayed(self._offsets, pure=True), nbx=self._mask.numblocks[1])
 
     def polygons(self, keep: np.ndarray, transform: affine.Affine) -> dict[int, shapely.Geometry]:
@@ -87,17 +90,35 @@ class Patches:
             raise ValueError(f"keep must have shape ({self.n_patches + 1},) as a bool mask; got {keep.shape}")
         pieces = da.map_blocks(
             _block_shapes, self._mask, keep=dask.delayed(keep, pure=True), **self._task_kwargs(),
+            origin=tuple(np.cumsum((0, *c))[:-1] for c in self._mask.chunks),
             dtype=object, meta=np.empty((0, 0), object), chunks=tuple((1,) * len(c) for c in self._mask.chunks),
         )
-        row0, col0 = (np.cumsum((0, *c)) for c in self._mask.chunks)
         by_id: dict[int, list[shapely.Geometry]] = defaultdict(list)
-        for (i, j), block in np.ndenumerate(dask.compute(pieces)[0]):
-            for pid, geom in block:  # chunk -> whole-array (column, -row) pixel coordinates: exact integers
-                by_id[pid].append(shapely.transform(geom, lambda xy, i=i, j=j: xy + (col0[j], -row0[i])))
+        for block in dask.compute(pieces)[0].flat:
+            for pid, geom in block:
+                by_id[pid].append(geom)
         # simplify(0) drops the collinear vertices left at chunk edges; normalize fixes the vertex order
-        matrix = [transform.a, -transform.b, transform.d, -transform.e, transform.c, transform.f]
-        return {pid: shapely.normalize(affine_transform(shapely.simplify(shapely.union_all(geoms), 0), matrix))
-                for pid, geoms in sorted(by_id.items())}
+        matrix = (transform.a, -transform.b, transform.d, -transform.e, transform.c, transform.f)
+        ids = sorted(by_id)
+        batches = [ids[i:i + POLYGON_BATCH] for i in range(0, len(ids), POLYGON_BATCH)]
+        done = dask.compute(*[dask.delayed(_finish_polygons, traverse=False)([by_id[pid] for pid in batch], matrix)
+                              for batch in batches])
+        return {pid: geom for batch, geoms in zip(batches, done, strict=True)
+                for pid, geom in zip(batch, geoms, strict=True)}
+
+
+def _finish_polygons(pieces: list[list[shapely.Geometry]], matrix: tuple[float, ...]) -> list[shapely.Geometry]:
+    """Each patch's pieces (whole-array pixel coordinates) unioned, simplified with tolerance 0, put in map
+    coordinates by the affine ``matrix`` (as ``shapely.affinity.affine_transform``) and normalised."""
+    a, b, d, e, xoff, yoff = matrix
+
+    def to_map(coords: np.ndarray) -> np.ndarray:  # the arithmetic of shapely.affinity.affine_transform, 2-D
+        x, y = coords.T
+        return np.stack([a * x + b * y + xoff, d * x + e * y + yoff]).T
+
+    unions = np.empty(len(pieces), dtype=object)
+    unions[:] = [shapely.union_all(p) for p in pieces]
+    return list(shapely.normalize(shapely.transform(shapely.simplify(unions, 0), to_map)))
 
 
 def label_patches(mask: da.Array, *, neighbourhood: int = 8, values: da.Array | None = None,
@@ -131,10 +152,10 @@ def label_patches(mask: da.Array, *, neighbourhood: int = 8, values: da.Array | 
     Notes
     -----
     One ``dask.compute`` with one task per chunk. Memory per task is a few arrays of chunk size (int32
-    labels, int64 value codes); each task returns O(local labels × n_values + chunk perimeter). The driver
+    labels and a parent table); each task returns O(local labels × n_values + chunk perimeter). The driver
     holds O(local labels over all chunks × n_values), about the number of patches, never a full-size array.
     """
-    structure = _structure(neighbourhood)
+    _check_neighbourhood(neighbourhood)
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2-D; got shape {mask.shape}")
     if any(size == 0 for sizes in mask.chunks for size in sizes):
@@ -146,55 +167,59 @@ def label_patches(mask: da.Array, *, neighbourhood: int = 8, values: da.Array | 
                              f"{values.dtype} {values.shape}, n_values={n_values}")
         args.append(values.rechunk(mask.chunks))
     stats = da.map_blocks(
-        _block_stats, *args, structure=structure, n_values=n_values, dtype=object,
+        _block_stats_cell, *args, neighbourhood=neighbourhood, n_values=n_values, dtype=object,
         meta=np.empty((0, 0), object), chunks=tuple((1,) * len(c) for c in mask.chunks),
     )
-    stats = dask.compute(stats)[0]
+    return patches_from_stats(dask.compute(stats)[0], mask, neighbourhood=neighbourhood)
+
+
+def patches_from_stats(stats: np.ndarray, mask: da.Array, *, neighbourhood: int) -> Patches:
+    """Merge per-chunk ``block_stats`` (an object array shaped like ``mask.numblocks``) into Patches.
+
+    For callers that compute the chunk summaries together with other per-chunk results in one pass;
+    ``mask`` must be the array the summaries were made from (it is relabelled for ``labels``/``polygons``)."""
+    _check_neighbourhood(neighbourhood)
     offsets = np.cumsum([0] + [s["n"] for s in stats.flat], dtype=np.int64)
     lookup, n = _merge(stats, offsets, mask.chunks, diagonal=neighbourhood == 8)
     pixel_count = _sum_by(lookup, np.concatenate([s["count"] for s in stats.flat]), n + 1)
-    value_counts = None if values is None else _sum_by(lookup, np.concatenate([s["hist"] for s in stats.flat]), n + 1)
+    has_values = all("hist" in s for s in stats.flat)
+    value_counts = _sum_by(lookup, np.concatenate([s["hist"] for s in stats.flat]), n + 1) if has_values else None
     return Patches(n, pixel_count, value_counts, neighbourhood, mask, lookup, offsets)
 
 
-def _structure(neighbourhood: int) -> np.ndarray:
+def _check_neighbourhood(neighbourhood: int) -> int:
     if neighbourhood not in (4, 8):
         raise ValueError(f"neighbourhood must be 4 or 8; got {neighbourhood!r}")
-    return ndimage.generate_binary_structure(2, 1 if neighbourhood == 4 else 2)
+    return neighbourhood
 
 
-def _first_pixels(flat: np.ndarray, n: int) -> np.ndarray:
-    """Row-major position of the first pixel of each label 1..n in a raveled label array."""
-    # scipy numbers labels in scan order, so label k first occurs where the running maximum reaches k;
-    # n jumps of the running maximum prove it. Otherwise fall back to a sort.
-    running_max = np.maximum.accumulate(flat)
-    jumps = np.flatnonzero(np.concatenate([flat[:1] > 0, flat[1:] > running_max[:-1]]))
-    if jumps.size == n:
-        return jumps
-    ids, first = np.unique(flat, return_index=True)
-    return first[ids > 0]
-
-
-def _block_stats(block: np.ndarray, values: np.ndarray | None = None, *, structure: np.ndarray,
-                 n_values: int) -> np.ndarray:
-    """Pass 1 on one chunk: local label count, pixels, first pixel, value histogram and edge lines."""
-    lab, n = ndimage.label(block, structure)
-    flat = lab.ravel()
+def block_stats(block: np.ndarray, values: np.ndarray | None = None, *, neighbourhood: int,
+                n_values: int = 0) -> dict:
+    """Pass 1 on one chunk: local label count ``n``, pixels per label ``count``, first pixel ``first``, value
+    histogram ``hist`` (with ``values``) and the labels on the four edge lines ``edges``; O(labels) in size."""
+    lab, n, count = kernels.label(block, neighbourhood)
     stats = {
         "n": n,
-        "count": np.bincount(flat, minlength=n + 1)[1:].astype(np.int64),
-        "first": _first_pixels(flat, n),  # row-major index within the chunk
+        "count": count[1:],
+        "first": kernels.first_pixels(lab, n),  # row-major index within the chunk
         "edges": (lab[0].copy(), lab[-1].copy(), lab[:, 0].copy(), lab[:, -1].copy()),  # top, bottom, left, right
     }
     if values is not None:
-        vals = values.ravel()
-        outside = (vals < 0) | (vals >= n_values)  # allowed on background pixels only
-        if (outside & (flat > 0)).any():
-            bad = np.unique(vals[outside & (flat > 0)])
-            raise ValueError(f"values on patch pixels must be in [0, {n_values}); got {bad[:10].tolist()}")
-        codes = flat.astype(np.int64) * n_values + np.where(outside, 0, vals)
-        stats["hist"] = np.bincount(codes, minlength=(n + 1) * n_values).reshape(n + 1, n_values)[1:]
-    return _cell(stats)
+        stats["hist"] = kernels.histogram(lab, values, n, n_values)[1:]
+    return stats
+
+
+def empty_stats(shape: tuple[int, int], n_values: int = 0) -> dict:
+    """``block_stats`` of a chunk of ``shape`` without any patch pixel (with a histogram when n_values > 0)."""
+    stats = {"n": 0, "count": np.zeros(0, np.int64), "first": np.zeros(0, np.int64),
+             "edges": tuple(np.zeros(n, np.int32) for n in (shape[1], shape[1], shape[0], shape[0]))}
+    if n_values:
+        stats["hist"] = np.zeros((0, n_values), np.int64)
+    return stats
+
+
+def _block_stats_cell(block: np.ndarray, values: np.ndarray | None = None, **kw) -> np.ndarray:
+    return _cell(block_stats(block, values, **kw))
 
 
 def _merge(stats: np.ndarray, offsets: np.ndarray, chunks: tuple[tuple[int, ...], ...], *,
@@ -263,26 +288,50 @@ def _block_lookup(lookup: np.ndarray, offsets: np.ndarray, nbx: int, block_id: t
     return np.concatenate([[0], lookup[offsets[b]:offsets[b + 1]]])
 
 
-def _relabel_block(block: np.ndarray, *, structure: np.ndarray, lookup: np.ndarray, offsets: np.ndarray,
+def _relabel_block(block: np.ndarray, *, neighbourhood: int, lookup: np.ndarray, offsets: np.ndarray,
                    nbx: int, block_id: tuple[int, int]) -> np.ndarray:
     """Global patch ids of one chunk (int64, 0 = background)."""
-    return _block_lookup(lookup, offsets, nbx, block_id)[ndimage.label(block, structure)[0]]
+    return _block_lookup(lookup, offsets, nbx, block_id)[kernels.label(block, neighbourhood)[0]]
 
 
-def _block_shapes(block: np.ndarray, *, structure: np.ndarray, lookup: np.ndarray, offsets: np.ndarray,
-                  nbx: int, keep: np.ndarray, block_id: tuple[int, int]) -> np.ndarray:
-    """(patch id, polygon) of the kept patches' pieces in one chunk, in (column, -row) chunk pixel coordinates."""
+def _block_shapes(block: np.ndarray, *, neighbourhood: int, lookup: np.ndarray, offsets: np.ndarray,
+                  nbx: int, keep: np.ndarray, origin: tuple[np.ndarray, np.ndarray], block_id: tuple[int, int]) -> np.ndarray:
+    """(patch id, polygon) of the kept patches' pieces in one chunk, in whole-array (column, -row) pixel
+    coordinates (integers, so exact: the same vertices whatever the chunking)."""
     lut = _block_lookup(lookup, offsets, nbx, block_id)
     keep_local = keep[lut]
     keep_local[0] = False
     pieces = []
     if keep_local.any():
-        lab = ndimage.label(block, structure)[0]
-        # y = -row keeps the transform from being the identity, which rasterio warns about
+        lab = kernels.label(block, neighbourhood)[0]
+        row0, col0 = (int(o[k]) for o, k in zip(origin, block_id, strict=True))
         shapes = rasterio.features.shapes(lab, mask=keep_local[lab], connectivity=4,
-                                          transform=affine.Affine(1, 0, 0, 0, -1, 0))
-        pieces = [(int(lut[int(value)]), shape(geom)) for geom, value in shapes]
+                                          transform=affine.Affine(1, 0, col0, 0, -1, -row0))
+        pieces = [(int(lut[int(value)]), _polygon(geom["coordinates"])) for geom, value in shapes]
     return _cell(pieces)
+
+
+def zones_touched_many(geoms: list[shapely.Geometry], layer: ZoneLayer) -> list[str]:
+    """``zones.zones_touched(g, layer)`` for each geometry (the same strings), at a fraction of the cost: a
+    geometry of positive area inside one zone and touching no other needs no intersection (its overlap is its
+    own area, so that zone alone is named); the others go through ``zones_touched``."""
+    geoms = np.asarray(geoms, dtype=object)
+    if not len(geoms):
+        return []
+    tree = shapely.STRtree(geoms)
+    n_hits = np.zeros(len(geoms), np.int64)
+    inside = np.full(len(geoms), -1, np.int64)  # the zone containing the geometry, if any
+    for k, zone in enumerate(layer.zone_geometries):
+        n_hits[tree.query(zone, predicate="intersects")] += 1
+        inside[tree.query(zone, predicate="contains")] = k
+    simple = (n_hits == 1) & (inside >= 0) & (shapely.area(geoms) > 0)
+    return [layer.zone_names[inside[i]] if simple[i] else zones_touched(g, layer) for i, g in enumerate(geoms)]
+
+
+def _polygon(rings: list) -> shapely.Polygon:
+    """A GeoJSON polygon's rings as a shapely Polygon (the same coordinates as ``shapely.geometry.shape``)."""
+    shell, *holes = (shapely.linearrings(np.asarray(ring, dtype=float)) for ring in rings)
+    return shapely.polygons(shell, holes=holes or None)
 
 
 def tree_sum(partials: list) -> object:

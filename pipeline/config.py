@@ -126,6 +126,51 @@ class BandPerYear(_Strict):
         return year - self.first_year + 1 if year >= self.first_year else None  # type: ignore[operator]
 
 
+class FetchLayerConfig(_Strict):
+    """One more Earth Engine product fetched on the same grid and years (e.g. JRC TMF for degradation `external`)."""
+
+    product: str = Field(pattern=r"^[a-z0-9_-]+$", description="Product name: configs/products/<product>.yaml.")
+    path: str = Field(description="Per-year output template containing {year}, e.g. data/raw/NAME/tmf_{year}.tif.")
+
+    @field_validator("path")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        if "{year}" not in value:
+            raise ValueError("Earth Engine writes one file per year: put {year} in the path")
+        return value
+
+
+class LandcoverFetchConfig(_Strict):
+    """How `python -m pipeline fetch` gets land cover from Earth Engine (pipeline/fetch.py)."""
+
+    product: str | None = Field(
+        None, pattern=r"^[a-z0-9_-]+$",
+        description="Product name: configs/products/<product>.yaml (asset ids, bands). Default: the one product "
+        "whose legend is landcover.legend.",
+    )
+    project: str | None = Field(
+        None, description="Google Cloud project registered for Earth Engine. Default: env EARTHENGINE_PROJECT, "
+        "GOOGLE_CLOUD_PROJECT, or the service-account key's project.",
+    )
+    adjacency_m: float = Field(
+        0, ge=0, le=200_000, description="Ring around the boundary also fetched (m), e.g. 10000 for LandScale's "
+        "adjacent-area review. The indicators still clip to the boundary.",
+    )
+    tile_px: int = Field(
+        2048, ge=16, le=32768, description="Tile side (pixels) of each computePixels request (limit 32768 px and 48 MB).",
+    )
+    max_tiles: int = Field(
+        4096, ge=1, description="A boundary needing more tiles than this is too large to download; use --summaries-only.",
+    )
+    max_retries: int = Field(8, ge=0, le=50, description="Retries of a tile on quota or transient errors (exponential back-off).")
+    canopy_threshold_pct: float | None = Field(
+        None, gt=0, le=100, description="Tree-cover threshold (%) for forest_loss products (Hansen); default: the product's.",
+    )
+    layers: list[FetchLayerConfig] = Field(
+        default_factory=list, description="Other products fetched on the same grid and years (e.g. JRC TMF).",
+    )
+
+
 class LandcoverConfig(_Strict):
     legend: str = Field(description="Legend name: configs/legends/<legend>.yaml.")
     source: Literal["local", "earthengine"] = Field(
@@ -135,6 +180,9 @@ class LandcoverConfig(_Strict):
         description="One multi-band file (with band_per_year) or a per-year template containing {year}."
     )
     band_per_year: BandPerYear | None = Field(None, description="Set for one file with a band per year.")
+    fetch: LandcoverFetchConfig | None = Field(
+        None, description="Earth Engine fetch options (source: earthengine, or extra layers for a local source)."
+    )
 
     @model_validator(mode="after")
     def _layout(self) -> LandcoverConfig:
@@ -143,6 +191,8 @@ class LandcoverConfig(_Strict):
             raise ValueError("use either a {year} template in path or band_per_year, not both")
         if not has_template and self.band_per_year is None:
             raise ValueError("path has no {year} template: add band_per_year: {first_year: ...} for a multi-band file")
+        if self.source == "earthengine" and not has_template:
+            raise ValueError("source: earthengine writes one file per year: use a {year} template in path")
         return self
 
 
@@ -273,16 +323,47 @@ class IndicatorsConfig(_Strict):
 
 
 class ComputeConfig(_Strict):
-    scheduler: str = Field("threads", description="threads | synchronous | processes.")
-    workers: int = Field(2, ge=1, le=256, description="Worker threads or processes.")
-    gdal_cachemax_mb: int = Field(256, ge=16, description="GDAL block cache per process (MB).")
+    scheduler: str = Field(
+        "threads", description="threads | synchronous | processes | local-cluster (a dask.distributed cluster on "
+        "this machine for the run) | tcp://HOST:PORT (an existing dask.distributed scheduler) | distributed (the "
+        "Client already active in this Python process: Coiled, dask-gateway, dask-jobqueue). See pipeline/cluster.py.")
+    workers: int = Field(2, ge=1, le=256, description="Worker threads or processes (local-cluster: worker processes).")
+    threads_per_worker: int = Field(1, ge=1, le=256, description="local-cluster: threads per worker process.")
+    memory_limit_gb: float | None = Field(
+        None, gt=0, description="local-cluster: memory limit per worker (GB); default: the machine's memory / workers.")
+    gdal_cachemax_mb: int = Field(256, ge=16, description="GDAL block cache per process, workers included (MB).")
 
     @field_validator("scheduler")
     @classmethod
     def _known_scheduler(cls, value: str) -> str:
-        if value not in {"threads", "synchronous", "processes"}:
-            raise ValueError(f"scheduler must be threads, synchronous or processes (got {value!r})")
+        if value not in {"threads", "synchronous", "processes", "local-cluster", "distributed"} and not re.fullmatch(
+                r"(tcp|tls|ucx)://[^\s/]+:\d+/?", value):
+            raise ValueError("scheduler must be threads, synchronous, processes, local-cluster, distributed or a "
+                             f"dask.distributed scheduler address tcp://HOST:PORT (got {value!r})")
         return value
+
+
+class SensitivityConfig(_Strict):
+    """Cheap reruns of the indicator kernels with one parameter changed; each metric gets value_lo/value_hi."""
+
+    neighbourhood: bool = Field(True, description="Rerun patch metrics with the other neighbour rule (4 vs 8).")
+    edge_depth_factor: float = Field(
+        0.5, ge=0, lt=1, description="Rerun with edge depths x (1 - f) and x (1 + f) (0.5 = edge depth +-50 %).")
+    mapping_unit_px: int = Field(1, ge=0, description="Rerun with the minimum patch size +- this many pixels.")
+    persistence: bool = Field(True, description="Rerun mining with min_persistence_years 1 <-> 2.")
+
+
+class DataSourceConfig(_Strict):
+    name: str = Field(description="Dataset name as the report shows it.")
+    used_for: str = Field("", description="What the pipeline uses it for.")
+    licence: str = Field(description="Licence, as stated by the provider (say 'not stated' when it is not).")
+    attribution: str = Field(description="The attribution line the provider asks for.")
+
+
+class TrendsConfig(_Strict):
+    relative_tolerance_pct: float = Field(
+        0.5, ge=0, description="Changes below this % of the earlier value are `stable` in trends.csv (with the "
+        "minimum mapping unit and the sensitivity range).")
 
 
 class LandscapeConfig(_Strict):
@@ -303,6 +384,11 @@ class LandscapeConfig(_Strict):
     mining_rasters: list[MiningRasterConfig] = Field(default_factory=list, description="Yearly mining mask rasters.")
     indicators: IndicatorsConfig = Field(description="Indicators to compute; only the listed ones run.")
     compute: ComputeConfig = ComputeConfig()
+    sensitivity: SensitivityConfig | None = Field(
+        None, description="Parameter sensitivity reruns (value_lo/value_hi columns); omit to skip them.")
+    trends: TrendsConfig = TrendsConfig()
+    data_sources: list[DataSourceConfig] = Field(
+        default_factory=list, description="Datasets with licence and attribution, listed in the report.")
 
     @field_validator("name")
     @classmethod
@@ -348,6 +434,76 @@ class LandscapeConfig(_Strict):
         return pairs
 
 
+# ------------------------------------------------------------------------------------ Earth Engine products
+class ForestLossRecipe(_Strict):
+    """Forest / non-forest per year from a tree-cover baseline and a loss-year band (Hansen GFC)."""
+
+    treecover_band: str = Field(description="Tree canopy cover (%) in base_year.")
+    lossyear_band: str = Field(description="Year of loss as years after base_year (0 = no loss).")
+    datamask_band: str | None = Field(None, description="0 no data, 1 land, 2 permanent water (Hansen datamask).")
+    base_year: int = Field(description="Year of the tree-cover baseline (2000 for Hansen).")
+    canopy_threshold_pct: float = Field(30, gt=0, le=100, description="Default canopy cover (%) that makes forest.")
+    forest_code: int = Field(1, ge=1, le=255, description="Output code for forest.")
+    non_forest_code: int = Field(2, ge=1, le=255, description="Output code for land that is not forest.")
+    water_code: int = Field(3, ge=1, le=255, description="Output code for permanent water (datamask 2).")
+
+
+class ProductConfig(_Strict):
+    """An Earth Engine land-cover product: configs/products/<product>.yaml (used by pipeline/fetch.py).
+
+    Recipes: ``band_per_year`` (one image, or a mosaicked collection, with a band per year, e.g. MapBiomas,
+    JRC TMF), ``image_per_year`` (one asset per year, e.g. ESA WorldCover), ``annual_mode`` (mode of a
+    collection's band over the calendar year, e.g. Dynamic World), ``forest_loss`` (Hansen GFC).
+    """
+
+    product: str = Field(description="Product name and version.")
+    reference: str | None = Field(None, description="Citation, catalogue page or source of the asset ids.")
+    legend: str = Field(description="Legend of the fetched codes: configs/legends/<legend>.yaml.")
+    recipe: Literal["band_per_year", "image_per_year", "annual_mode", "forest_loss"]
+    asset: str | None = Field(None, description="Earth Engine asset id (all recipes but image_per_year).")
+    assets_by_year: dict[int, str] | None = Field(None, description="image_per_year: asset id of each year.")
+    asset_type: Literal["image", "image_collection"] = Field(
+        "image", description="image_collection assets are mosaicked (band_per_year, image_per_year) or reduced."
+    )
+    band: str | None = Field(
+        None, description="Band to fetch; band_per_year: a template with {year} (e.g. classification_{year})."
+    )
+    first_year: int = Field(description="First year the product maps.")
+    last_year: int = Field(description="Last year the product maps.")
+    native_resolution_m: PositiveFloat = Field(description="Pixel size of the product (m); a coarser grid uses mode.")
+    dtype: Literal["uint8", "uint16"] = Field("uint8", description="Data type of the fetched rasters.")
+    nodata_value: int = Field(
+        ge=0, le=65535, description="Written where the product has no data (masked) and outside the fetched area; "
+        "the GeoTIFF's nodata value. Must not be a class code.",
+    )
+    forest_loss: ForestLossRecipe | None = Field(None, description="Parameters of the forest_loss recipe.")
+
+    @model_validator(mode="after")
+    def _recipe_fields(self) -> ProductConfig:
+        need = {"band_per_year": ("asset", "band"), "image_per_year": ("assets_by_year", "band"),
+                "annual_mode": ("asset", "band"), "forest_loss": ("asset", "forest_loss")}[self.recipe]
+        missing = [name for name in need if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"recipe {self.recipe} needs {' and '.join(missing)}")
+        if self.recipe == "band_per_year" and "{year}" not in (self.band or ""):
+            raise ValueError("recipe band_per_year needs a {year} template in band, e.g. classification_{year}")
+        if self.first_year > self.last_year:
+            raise ValueError(f"first_year {self.first_year} is after last_year {self.last_year}")
+        if self.assets_by_year is not None:
+            outside = sorted(y for y in self.assets_by_year if not self.first_year <= y <= self.last_year)
+            if outside:
+                raise ValueError(f"assets_by_year has years {outside} outside first_year..last_year")
+        if self.dtype == "uint8" and self.nodata_value > 255:
+            raise ValueError(f"nodata_value {self.nodata_value} does not fit dtype uint8")
+        return self
+
+    def years(self) -> list[int]:
+        """Years this product can deliver."""
+        if self.assets_by_year is not None:
+            return sorted(self.assets_by_year)
+        return list(range(self.first_year, self.last_year + 1))
+
+
 # ---------------------------------------------------------------------------------------------- loading
 def project_root(config_path: Path) -> Path:
     """The folder relative paths are resolved against (see module docstring)."""
@@ -361,6 +517,25 @@ def legends_dir(root: Path) -> Path:
     """configs/legends/ of the project root, or else the one shipped beside the package (checkouts)."""
     own = root / "configs" / "legends"
     return own if own.is_dir() else Path(__file__).resolve().parent.parent / "configs" / "legends"
+
+
+def products_dir(root: Path) -> Path:
+    """configs/products/ of the project root, or else the one shipped beside the package (checkouts)."""
+    own = root / "configs" / "products"
+    return own if own.is_dir() else Path(__file__).resolve().parent.parent / "configs" / "products"
+
+
+def load_product(path: Path) -> ProductConfig:
+    """Read and validate an Earth Engine product YAML file."""
+    return _load(path, ProductConfig)
+
+
+def _load(path: Path, model: type[BaseModel]):
+    """Read a YAML file into ``model``; validation errors name the file and the dotted key."""
+    try:
+        return model.model_validate(_read_yaml(path))
+    except ValidationError as exc:
+        raise _first_error(path, exc) from None
 
 
 def _read_yaml(path: Path) -> dict:
@@ -395,11 +570,7 @@ def _first_error(path: Path, exc: ValidationError) -> ConfigError:
 
 def load_legend(path: Path) -> LegendConfig:
     """Read and validate a legend YAML file."""
-    data = _read_yaml(path)
-    try:
-        return LegendConfig.model_validate(data)
-    except ValidationError as exc:
-        raise _first_error(path, exc) from None
+    return _load(path, LegendConfig)
 
 
 def resolve_config_path(name_or_path: str, root: Path) -> Path:

@@ -175,7 +175,7 @@ def _landcover_bands(config: LandscapeConfig, root: Path) -> tuple[dict[int, loc
             note = (
                 f"land cover for landscape {config.name!r} is not on disk: missing {', '.join(missing)}. "
                 f"It comes from Earth Engine ({config.landcover.legend}): run `make fetch landscape={config.name}` "
-                "once the fetch stage exists (it is not built yet), or put GeoTIFFs at those paths"
+                "(needs an Earth Engine account, see the README), or put GeoTIFFs at those paths"
             )
             if config.indicators.mining is not None and config.mining_layers:
                 return {}, note

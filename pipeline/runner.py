@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 import warnings
@@ -14,12 +15,15 @@ from pathlib import Path
 import dask
 import dask.array as da
 import numpy as np
+import pandas as pd
 import shapely
 import xarray as xr
 from rasterio.env import set_gdal_config
 
-from pipeline import __version__, align, outputs
+from pipeline import __version__, align, cluster, outputs, sensitivity, trends
 from pipeline.config import LandscapeConfig
+from pipeline.errors import ConfigError
+from pipeline.fetch import fetch_record
 from pipeline.indicators import REGISTRY
 from pipeline.indicators.base import Context, IndicatorResult
 from pipeline.indicators.mining import OUTSIDE_ZONES
@@ -57,14 +61,16 @@ def _aligned_masks(prep: Prepared) -> dict[str, tuple]:
 
 
 def _scheduler(config: LandscapeConfig):
-    return dask.config.set(scheduler=config.compute.scheduler, num_workers=config.compute.workers)
+    """Context of the configured scheduler; yields the dask.distributed Client or None (pipeline/cluster.py)."""
+    return cluster.scheduler(config.compute)
 
 
 def run(config_path: Path, *, chunk_px: int | None = None, out_dir: Path | None = None,
-        progress: Callable[[str], object] | None = None) -> RunResult:
+        progress: Callable[[str], object] | None = None, sensitivity_reruns: bool = True) -> RunResult:
     """Run every configured indicator and write data/processed/<name>/ atomically.
 
     ``progress(stage)`` returns a context manager shown while a stage computes (the CLI's progress bar).
+    ``sensitivity_reruns=False`` skips the configured sensitivity reruns (no value_lo/value_hi columns).
     """
     progress = progress or (lambda stage: nullcontext())
     started = datetime.now(UTC)
@@ -76,15 +82,17 @@ def run(config_path: Path, *, chunk_px: int | None = None, out_dir: Path | None 
     timings["prepare"] = time.perf_counter() - tick
     config, grid, legend = prep.config, prep.grid, prep.legend
 
-    with _scheduler(config), outputs.Staging(final_dir) as staging:
+    with _scheduler(config) as client, outputs.Staging(final_dir) as staging:
         # 1. align every year onto the grid and write it, counting codes in the same pass
         tick = time.perf_counter()
         if prep.bands:
-            stack_xr, inside_px, tiled, resampling, outside_code = _align_landcover(prep, staging, progress)
+            stack_xr, face_ids, inside_px, tiled, resampling, outside_code = _align_landcover(
+                prep, staging, progress, client)
         else:
             warnings.warn(f"{prep.landcover_missing}; computing what the shipped data allow (the mining footprint)",
                           stacklevel=2)
             stack_xr, tiled, resampling, outside_code = None, [], {}, None
+            face_ids = {z.name: z.face_ids(grid) for z in prep.zones}
             with progress("rasterise the boundary"):
                 inside_px = int((prep.zones[0].face_ids(grid) > 0).sum().compute())
         timings["align"] = time.perf_counter() - tick
@@ -92,7 +100,7 @@ def run(config_path: Path, *, chunk_px: int | None = None, out_dir: Path | None 
 
         # 2. indicators on class indices read back from the aligned rasters
         ctx = Context(grid=grid, legend=legend, config=config, zones=prep.zones,
-                      face_ids={z.name: z.face_ids(grid) for z in prep.zones}, vectors=prep.vectors,
+                      face_ids=face_ids, vectors=prep.vectors,
                       rasters=_aligned_masks(prep))
         results: dict[str, IndicatorResult] = {}
         not_computed: list[dict] = []
@@ -108,7 +116,14 @@ def run(config_path: Path, *, chunk_px: int | None = None, out_dir: Path | None 
             not_computed += [{"indicator": name, **item} for item in results[name].not_computed]
             timings[name] = time.perf_counter() - tick
 
-        # 3. outputs: tables, GeoPackages, COGs, manifest; then move everything into place
+        sensitivity_meta = {}
+        if config.sensitivity is not None and sensitivity_reruns and results:
+            tick = time.perf_counter()
+            with progress("sensitivity reruns"):
+                results, sensitivity_meta = _sensitivity(stack_xr, ctx, results)
+            timings["sensitivity"] = time.perf_counter() - tick
+
+        # 3. outputs: tables, GeoPackages, COGs, trends, manifest; then move everything into place
         tick = time.perf_counter()
         names = []
         zone_geoms = {(z.name, n): g for z in prep.zones for n, g in zip(z.zone_names, z.zone_geometries, strict=True)}
@@ -119,48 +134,160 @@ def run(config_path: Path, *, chunk_px: int | None = None, out_dir: Path | None 
             zones_gdf = outputs.zones_layer(result.table, zone_geoms, result.zone_metrics, grid.crs)
             outputs.write_gpkg({"zones": zones_gdf, **result.features}, staging.path(f"{name}.gpkg"))
             names += [f"{name}.csv", f"{name}.gpkg"]
+        if results:
+            band = _stable_band(config, grid)
+            trend = trends.trend_table(pd.concat([r.table for r in results.values()], ignore_index=True),
+                                       years=config.years, periods=config.periods(), band=band)
+            outputs.write_csv(trend, staging.path("trends.csv"))
+            names.append("trends.csv")
         with progress("write cloud-optimised GeoTIFFs"):
-            for year, src in zip(config.years, tiled, strict=False):
-                outputs.to_cog(src, staging.path(f"landcover_{year}.tif"))
-                names.append(f"landcover_{year}.tif")
+            cogs = [(src, staging.path(f"landcover_{year}.tif")) for year, src in zip(config.years, tiled, strict=False)]
+            outputs.to_cogs(cogs, threads=config.compute.workers)
+            names += [dst.name for _, dst in cogs]
         timings["write"] = time.perf_counter() - tick
         manifest = _manifest(prep, area, started, timings, [(n, staging.path(n)) for n in names], resampling,
                              outside_code, not_computed, results)
+        manifest["sensitivity"] = sensitivity_meta
+        if results:
+            manifest["trends"] = {"relative_tolerance_pct": band.relative_tolerance_pct,
+                                  "mapping_unit_ha": band.mapping_unit_ha}
         outputs.write_json(manifest, staging.path("manifest.json"))
         files = staging.commit([*names, "manifest.json"])
     return RunResult(prep, results, files, manifest, timings)
 
 
-def _align_landcover(prep: Prepared, staging: outputs.Staging, progress):
-    """Align and write every year (one pass that also counts codes); check codes; read the result back lazily
-    as class indices. Returns (stack, inside px, tiled paths, resampling per year, outside code)."""
+def _sensitivity(stack_xr, ctx: Context, results: dict[str, IndicatorResult]):
+    """Rerun the affected indicators once per parameter variant; add value_lo/value_hi to their tables."""
+    config = ctx.config
+    reruns: dict[str, dict[str, pd.DataFrame]] = {name: {} for name in results}
+    skipped = []
+    for variant in sensitivity.variants(config, config.sensitivity, ctx.grid.pixel_area_ha):
+        variant_ctx = dataclasses.replace(ctx, config=variant.config)
+        for name in variant.indicators:
+            if name not in results:
+                continue
+            try:
+                reruns[name][variant.label] = REGISTRY[name].compute(stack_xr, variant_ctx).table
+            except ConfigError as exc:  # e.g. a wider edge depth than the chunk halo allows
+                skipped.append({"indicator": name, "variant": variant.label, "reason": str(exc)})
+    updated = {name: dataclasses.replace(result, table=sensitivity.envelope(result.table, list(reruns[name].values())))
+               if reruns[name] else result for name, result in results.items()}
+    meta = {"variants": {name: list(tables) for name, tables in reruns.items() if tables},
+            "rows_moved": {name: sensitivity.moved_by(results[name].table, tables)
+                           for name, tables in reruns.items() if tables},
+            "skipped": skipped}
+    return updated, meta
+
+
+def _stable_band(config: LandscapeConfig, grid) -> trends.StableBand:
+    """Stable band of trends.csv: the configured relative tolerance and the minimum mapping unit (at least a pixel)."""
+    conversion = config.indicators.conversion
+    unit = max(grid.pixel_area_ha, conversion.min_mapping_unit_ha if conversion else 0.0)
+    return trends.StableBand(config.trends.relative_tolerance_pct, unit)
+
+
+@dataclass(eq=False)
+class AlignGraph:
+    """The align stage as lazy dask arrays, built without computing anything (tests/integration/test_laziness.py).
+
+    Every array has the grid's chunks (one task per chunk, chunks outside the boundary read nothing)."""
+
+    codes: da.Array  # (year, y, x) product codes on the grid; outside_code outside the boundary
+    faces: dict[str, da.Array]  # zone layer -> (y, x) face ids in the smallest unsigned dtype, rasterised per chunk
+    histogram: da.Array  # (year, code) pixel counts
+    tiled: list[Path]  # aligned years, written to the staging folder (the COGs are made from them)
+    face_files: dict[str, Path]  # face ids, written beside them (read back by the indicators, then discarded)
+    outside_code: int
+
+
+def align_graph(prep: Prepared, staging: outputs.Staging) -> AlignGraph:
+    """Build (not compute) the aligned land cover of every year and the face ids of every zone layer."""
+    config, grid, legend = prep.config, prep.grid, prep.legend
+    bands = [prep.bands[y] for y in config.years]
+    dtype = np.result_type(*[np.dtype(b.dtype) for b in bands])
+    outside_code = legend.outside_code(dtype)
+    codes = align.aligned_stack(grid, prep.boundary, bands, resampling=config.grid.resampling,
+                                outside_code=outside_code, unmapped_code=legend.unmapped_code,
+                                legend_path=str(legend.path))
+    faces = {z.name: z.face_ids(grid).astype(np.min_scalar_type(z.n_faces)) for z in prep.zones}
+    return AlignGraph(codes, faces, align.code_histogram(codes, size=int(np.iinfo(dtype).max) + 1),
+                      [staging.path(f".tiled_landcover_{y}.tif") for y in config.years],
+                      {name: staging.path(f".faces_{i}.tif") for i, name in enumerate(faces)}, outside_code)
+
+
+def _align_landcover(prep: Prepared, staging: outputs.Staging, progress, client=None):
+    """Align every year and rasterise every zone layer in one pass, write them, count codes; check codes; return
+    the lazy class indices and face ids the indicators read: (stack, faces, inside px, tiled paths, resampling
+    per year, outside code).
+
+    Dask's local schedulers write the rasters from the tasks and read them back chunk by chunk (each indicator
+    pass then decodes a tile instead of reprojecting and rasterising again). On a dask.distributed cluster the
+    aligned codes and face ids are persisted in the workers' memory (1 byte per pixel and year, plus 1-2 bytes
+    per pixel and zone layer) and only the land cover comes back here to be written."""
     config, grid, legend = prep.config, prep.grid, prep.legend
     years = config.years
     bands = [prep.bands[y] for y in years]
-    dtype = np.result_type(*[np.dtype(b.dtype) for b in bands])
-    outside_code = legend.outside_code(dtype)
-    stack = align.aligned_stack(grid, prep.boundary, bands, resampling=config.grid.resampling,
-                                outside_code=outside_code, unmapped_code=legend.unmapped_code,
-                                legend_path=str(legend.path))
-    tiled = [staging.path(f".tiled_landcover_{y}.tif") for y in years]
+    graph = align_graph(prep, staging)
+    outside_code, dtype = graph.outside_code, graph.codes.dtype
     colormap = _colormap(legend) if dtype.itemsize <= 2 else None
-    store, datasets = outputs.store_rasters(stack, tiled, grid, nodata=outside_code, colormap=colormap)
-    histogram = align.code_histogram(stack, size=int(np.iinfo(dtype).max) + 1)
-    try:
-        with progress("align land cover"):
-            _, counts = dask.compute(store, histogram)
-    finally:
-        for d in datasets:
-            d.close()
+    n_codes = int(np.iinfo(dtype).max) + 1
+    in_flight = 2 * config.compute.workers * config.compute.threads_per_worker
+    with progress("align land cover"):
+        if client is not None:
+            codes, *faces = client.persist([graph.codes, *graph.faces.values()])
+            face_ids = dict(zip(graph.faces, faces, strict=True))
+            datasets = outputs.open_rasters(graph.tiled, grid, dtype=dtype.name, nodata=outside_code, colormap=colormap)
+            try:
+                counts = outputs.write_gathered(codes, datasets, count_codes=n_codes, in_flight=in_flight)
+            finally:
+                for d in datasets:
+                    d.close()
+        else:
+            counts = _write_local(graph, grid, colormap, in_flight=in_flight, gathered=config.compute.scheduler == "processes")
+            codes = None
+            face_ids = {name: local.lazy_raster(path, shape=grid.shape, chunks=grid.chunks, dtype=graph.faces[name].dtype.name)
+                        for name, path in graph.face_files.items()}
     for year, band, year_counts in zip(years, bands, counts, strict=True):
         legend.check_codes(year_counts, source=f"{band.path} (band {band.band}, year {year})", outside_code=outside_code)
     inside_px = int(counts[0].sum() - counts[0][outside_code])
     lut = legend.lookup_table(dtype, outside_code=outside_code)
-    layers = [local.lazy_raster(p, shape=grid.shape, chunks=grid.chunks, dtype=dtype.name) for p in tiled]
+    layers = list(codes) if codes is not None else [
+        local.lazy_raster(p, shape=grid.shape, chunks=grid.chunks, dtype=dtype.name) for p in graph.tiled]
     classes = da.stack([layer.map_blocks(_classify, lut=lut, dtype=lut.dtype) for layer in layers]).rechunk({0: -1})
     stack_xr = xr.DataArray(classes, dims=("year", "y", "x"), coords={"year": years}, name="class_index")
+    face_ids = {name: f.astype(np.int32) for name, f in face_ids.items()}
     resampling = {y: align.choose_resampling(config.grid.resampling, grid, b) for y, b in zip(years, bands, strict=True)}
-    return stack_xr, inside_px, tiled, resampling, outside_code
+    return stack_xr, face_ids, inside_px, graph.tiled, resampling, outside_code
+
+
+def _write_local(graph: AlignGraph, grid, colormap, *, in_flight: int, gathered: bool) -> np.ndarray:
+    """Write the aligned years and face ids to the staging folder on dask's local schedulers; return the code
+    counts. Threads: each task writes its block (da.store); processes: blocks come back here (write_gathered)."""
+    layers = [(graph.codes, graph.tiled, graph.outside_code, colormap)]
+    layers += [(f[np.newaxis], [graph.face_files[name]], None, None) for name, f in graph.faces.items()]
+    if gathered:
+        counts = None
+        for i, (stack, paths, nodata, cmap) in enumerate(layers):
+            datasets = outputs.open_rasters(paths, grid, dtype=stack.dtype.name, nodata=nodata, colormap=cmap)
+            try:
+                written = outputs.write_gathered(stack, datasets, in_flight=in_flight,
+                                                 count_codes=graph.histogram.shape[1] if i == 0 else None)
+            finally:
+                for d in datasets:
+                    d.close()
+            counts = written if i == 0 else counts
+        return counts
+    stores, datasets = [], []
+    try:
+        for stack, paths, nodata, cmap in layers:
+            store, opened = outputs.store_rasters(stack, paths, grid, nodata=nodata, colormap=cmap)
+            stores.append(store)
+            datasets += opened
+        *_, counts = dask.compute(*stores, graph.histogram)
+    finally:
+        for d in datasets:
+            d.close()
+    return counts
 
 
 def _classify(block: np.ndarray, *, lut: np.ndarray) -> np.ndarray:
@@ -191,6 +318,7 @@ def _manifest(prep: Prepared, area: dict, started: datetime, timings: dict, outp
         "legend": {"name": prep.legend.name, "product": prep.legend.config.product,
                    "reference": prep.legend.config.reference, "path": str(prep.legend.path)},
         "inputs": [outputs.file_record(path, role=role) for role, path in prep.input_files],
+        "fetch": fetch_record(prep.config, prep.root),  # fetch_manifest.json of Earth Engine land cover, if any
         "grid": prep.grid.describe(),
         "raster_codes": {"outside_boundary": outside_code, "unmapped": prep.legend.unmapped_code},
         "resampling": {str(k): v for k, v in resampling.items()},

@@ -7,13 +7,17 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.outputs import VALUE_DECIMALS
+
 
 def _fmt(value, spec: str) -> str:
     return "" if value is None or pd.isna(value) else format(value, spec)
 
 
 def _landscape(table: pd.DataFrame) -> pd.DataFrame:
-    return table[(table["zone_layer"] == "landscape") & table["class_to"].isna() & table["class_from"].isna()]
+    """Landscape rows, values rounded as in the CSV (so 1368.4499... prints as the CSV's 1368.45 does)."""
+    rows = table[(table["zone_layer"] == "landscape") & table["class_to"].isna() & table["class_from"].isna()]
+    return rows.assign(value=rows["value"].round(VALUE_DECIMALS))
 
 
 def conversion_tables(table: pd.DataFrame, periods: list[tuple[int, int]]) -> list:
@@ -86,3 +90,4 @@ def print_summary(result, console: Console) -> None:
     console.print(f"Area check: grid {check['grid_inside_ha']:,.1f} ha vs geodesic {check['boundary_geodesic_ha']:,.1f} ha "
                   f"({check['difference_pct']:+.4f} %, tolerance {check['tolerance_ha']:,.1f} ha). "
                   f"Files: {', '.join(p.name for p in result.files)}", highlight=False)
+    console.print(f"Maps, charts and the assessment report: make report landscape={config.name}", highlight=False)

@@ -23,13 +23,6 @@ COLUMNS = (
     "class_from", "class_to", "year", "year_from", "year_to", "value",
 )
 ALL_NATURAL = "all_natural"
-PERSIST_MAX_BYTES = 256 * 2**20  # intermediate rasters up to this size are computed once and held in memory
-
-
-def reuse(array: da.Array) -> da.Array:
-    """Hold a lazy intermediate in memory when it is small (it is then computed once for the several passes
-    that read it); larger ones stay lazy and are recomputed chunk by chunk, so memory stays bounded."""
-    return array.persist() if array.nbytes <= PERSIST_MAX_BYTES else array
 
 
 @dataclass(frozen=True, eq=False)

@@ -30,6 +30,7 @@ whole network, and a zone's "share" of it has no agreed definition.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import dask
@@ -37,9 +38,9 @@ import dask.array as da
 import geopandas as gpd
 import numpy as np
 import xarray as xr
-from scipy import ndimage, sparse
+from scipy import sparse
 
-from pipeline import blocks, graph
+from pipeline import blocks, graph, kernels
 from pipeline.config import ECOSYSTEMS, ConnectivityConfig
 from pipeline.indicators.base import ALL_NATURAL, Context, IndicatorResult, tidy
 from pipeline.legend import FIRST_CLASS, Legend
@@ -68,65 +69,51 @@ def core_depth_px(edge_depth_m: float, resolution_m: float) -> int:
     return int(math.floor(edge_depth_m / resolution_m + 0.5))
 
 
-def edge_sides(mask: np.ndarray, other: np.ndarray) -> np.ndarray:
-    """Per pixel, how many of its 4 sides face ``other`` (uint8); arrays carry a 1-pixel halo, result is interior."""
-    inner = mask[1:-1, 1:-1]
-    sides = (inner & other[:-2, 1:-1]).astype(np.uint8)
-    sides += inner & other[2:, 1:-1]
-    sides += inner & other[1:-1, :-2]
-    sides += inner & other[1:-1, 2:]
-    return sides
+def _year_block(lc_halo: np.ndarray, *faces: np.ndarray, tables: np.ndarray, halo: int, reach: np.ndarray,
+                n_faces: tuple[int, ...], neighbourhood: int) -> tuple[list[np.ndarray], list[dict | None]]:
+    """One chunk, every group at once: the counts of ``_year_stats`` and each group's patch summary
+    (blocks.block_stats of the group's pixels, core flag as value 1; None where the group has no pixel).
 
-
-def core_pixels(mask: np.ndarray, other: np.ndarray, depth: int) -> np.ndarray:
-    """Pixels of ``mask`` more than ``depth`` 4-neighbour steps from ``other`` (same shape; exact away from
-    the array border when the arrays carry a halo of ``depth`` pixels). Same result as ``depth`` binary
-    erosions with the 4-neighbour cross (FRAGSTATS, pylandstats), via one taxicab distance transform."""
-    if depth == 0 or not other.any():
-        return mask.copy()
-    return mask & (ndimage.distance_transform_cdt(~other, metric="taxicab") > depth)
-
-
-def _year_stats(lc_halo: np.ndarray, *faces: np.ndarray, tables: np.ndarray, halo: int, depth: int,
-                n_faces: tuple[int, ...]) -> list[np.ndarray]:
-    """One chunk: per zone layer, per face: [mapped px, then for each group: class px, edge sides, core px].
-
-    Class pixels come from one (face, class) histogram; edge sides and non-core pixels are sparse (they lie
-    along patch borders), so they are counted only where they occur.
+    Core pixels are those of the group more than ``depth`` 4-neighbour steps from other mapped classes, as
+    ``depth`` binary erosions with the 4-neighbour cross (FRAGSTATS, pylandstats): ``kernels.class_edges`` with
+    a taxicab reach, exact in the chunk interior as the halo is at least ``depth`` pixels.
     """
     h = halo
-    interior = (slice(h, lc_halo.shape[0] - h), slice(h, lc_halo.shape[1] - h))
-    ring1 = (slice(h - 1, lc_halo.shape[0] - h + 1), slice(h - 1, lc_halo.shape[1] - h + 1))
-    lc = lc_halo[interior]
-    mapped = lc_halo >= FIRST_CLASS
-    n_classes = tables.shape[1]
-    sparse_columns = []  # per group: (edge sides, non-core pixels) as interior arrays
+    lc = lc_halo[h:lc_halo.shape[0] - h, h:lc_halo.shape[1] - h]
+    sparse_columns, group_stats = [], []  # per group: its pixels, core flags and edge sides (interior)
     for table in tables:
-        mask = table[lc_halo]
-        other = mapped & ~mask
-        sides = edge_sides(mask[ring1], other[ring1])
-        edge_zone = (mask & ~core_pixels(mask, other, depth))[interior]
-        sparse_columns.append((sides, edge_zone))
+        if not table[lc].any():
+            sparse_columns.append(None)
+            group_stats.append(None)
+            continue
+        inner, core, sides = kernels.class_edges(lc_halo, table, first_class=FIRST_CLASS, reach=reach, halo=h)
+        sparse_columns.append((inner, core, sides))
+        group_stats.append(blocks.block_stats(inner, core, neighbourhood=neighbourhood, n_values=2))
+    return _year_counts(lc, faces, tables, sparse_columns, n_faces), group_stats
+
+
+def _year_counts(lc: np.ndarray, faces: tuple[np.ndarray, ...], tables: np.ndarray, sparse_columns: list,
+                 n_faces: tuple[int, ...]) -> list[np.ndarray]:
+    """Per zone layer, per face: [mapped px, then for each group: class px, edge sides, core px].
+
+    Class pixels come from one (face, class) histogram; edge sides and non-core pixels from the groups'
+    ``kernels.class_edges`` (None: no pixel of the group in the chunk).
+    """
+    n_classes = tables.shape[1]
     out = []
     for face, nf in zip(faces, n_faces, strict=True):
         by_class = np.bincount((face.astype(np.int64) * n_classes + lc).ravel(), minlength=nf * n_classes)
         by_class = by_class.reshape(nf, n_classes)
         columns = [by_class[:, FIRST_CLASS:].sum(axis=1)]
-        for table, (sides, edge_zone) in zip(tables, sparse_columns, strict=True):
+        for table, sparse_col in zip(tables, sparse_columns, strict=True):
             class_px = by_class @ table.astype(np.int64)
-            on = sides > 0
-            edge_count = np.bincount(face[on], weights=sides[on], minlength=nf).astype(np.int64)
-            non_core = np.bincount(face[edge_zone], minlength=nf)
+            if sparse_col is None:
+                columns += [class_px, np.zeros(nf, np.int64), class_px]
+                continue
+            edge_count, non_core = kernels.edge_sums(face, *sparse_col, n_faces=nf)
             columns += [class_px, edge_count, class_px - non_core]
         out.append(np.stack(columns, axis=1).astype(np.int64))
     return out
-
-
-def _group_core(lc_halo: np.ndarray, *, table: np.ndarray, depth: int, halo: int) -> np.ndarray:
-    mapped = lc_halo >= FIRST_CLASS
-    mask = table[lc_halo]
-    core = core_pixels(mask, mapped & ~mask, depth)
-    return core[halo:core.shape[0] - halo, halo:core.shape[1] - halo].astype(np.uint8)
 
 
 def _part_counts(labels: np.ndarray, *faces: np.ndarray, n_faces: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -164,18 +151,32 @@ def class_metrics(parts_px: np.ndarray, *, area_px: int, edge_sides: int, core_p
 
 
 # ------------------------------------------------------------------------------------------ compute
-def year_group_stats(lc: da.Array, ctx: Context, tables: np.ndarray, *, depth: int) -> list[np.ndarray]:
-    """Per zone layer, (n_faces, 1 + 3 · n_groups) pixel counts for one year (one pass over the chunks)."""
+def year_group_stats(lc: da.Array, ctx: Context, tables: np.ndarray, *, depth: int,
+                     neighbourhood: int) -> tuple[list[np.ndarray], list[blocks.Patches | None]]:
+    """One pass over the chunks of one year: per zone layer, (n_faces, 1 + 3 · n_groups) pixel counts, and
+    per group its patches (None when the group has no pixel that year)."""
     halo = max(depth, 1)
     chunks = blocks.halo_chunks(lc.chunks, (halo, halo))
     lc = lc.rechunk(chunks)
     haloed = da.overlap.overlap(lc, depth={0: halo, 1: halo}, boundary=0)
     faces = [ctx.face_ids[z.name].rechunk(chunks).to_delayed().ravel() for z in ctx.zones]
     n_faces = tuple(z.n_faces for z in ctx.zones)
-    partial = [dask.delayed(_year_stats, pure=True)(block, *(f[i] for f in faces), tables=tables, halo=halo, depth=depth,
-                                                    n_faces=n_faces)
-               for i, block in enumerate(haloed.to_delayed().ravel())]
-    return dask.compute(blocks.tree_sum(partial))[0]
+    reach = kernels.taxicab_reach(depth)
+    parts = [dask.delayed(_year_block, pure=True, nout=2)(
+        block, *(f[i] for f in faces), tables=tables, halo=halo, reach=reach, n_faces=n_faces,
+        neighbourhood=neighbourhood) for i, block in enumerate(haloed.to_delayed().ravel())]
+    counts, group_stats = dask.compute(blocks.tree_sum([p[0] for p in parts]), [p[1] for p in parts])
+    patches = []
+    for g, table in enumerate(tables):
+        if all(s[g] is None for s in group_stats):
+            patches.append(None)
+            continue
+        grid_stats = np.empty(lc.numblocks, object)
+        for i, (s, shape) in enumerate(zip(group_stats, itertools.product(*lc.chunks), strict=True)):
+            grid_stats.flat[i] = s[g] if s[g] is not None else blocks.empty_stats(shape, n_values=2)
+        mask = lc.map_blocks(_lookup, table=table, dtype=bool)
+        patches.append(blocks.patches_from_stats(grid_stats, mask, neighbourhood=neighbourhood))
+    return counts, patches
 
 
 def _zone_parts(patches: blocks.Patches, ctx: Context) -> list[sparse.csr_array]:
@@ -216,20 +217,17 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
     groups = class_groups(ctx.legend)
     tables = np.stack([t for _, t in groups])
     years = [int(y) for y in stack["year"].values]
-    stats = {year: year_group_stats(stack.data[i], ctx, tables, depth=depth) for i, year in enumerate(years)}
+    stats, year_patches = {}, {}
+    for i, year in enumerate(years):
+        stats[year], year_patches[year] = year_group_stats(stack.data[i], ctx, tables, depth=depth,
+                                                           neighbourhood=cfg.neighbourhood)
     present = [g for g in range(len(groups)) if any(stats[y][0][:, 1 + 3 * g].sum() for y in years)]
     values: dict[tuple, float] = {}
     patch_frames = []
-    for y_index, year in enumerate(years):
-        lc = stack.data[y_index]
+    for year in years:
         for g in present:
-            group, table = groups[g]
-            if stats[year][0][:, 1 + 3 * g].sum() == 0:
-                patches = None
-            else:
-                patches = blocks.label_patches(lc.map_blocks(_lookup, table=table, dtype=bool),
-                                               neighbourhood=cfg.neighbourhood, values=_core_array(lc, table, depth),
-                                               n_values=2)
+            group = groups[g][0]
+            patches = year_patches[year][g]
             values.update(_zone_values(patches, stats[year], g, group, year, ctx))
             eca, frame = _network(patches, group, year, ctx, cfg)
             values.update(eca)
@@ -241,15 +239,6 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
     patches_gdf = (gpd.GeoDataFrame(_concat(patch_frames), geometry="geometry", crs=ctx.grid.crs) if patch_frames
                    else gpd.GeoDataFrame(columns, geometry=[], crs=ctx.grid.crs))
     return IndicatorResult(table=table, features={PATCH_LAYER: patches_gdf}, zone_metrics=ZONE_METRICS)
-
-
-def _core_array(lc: da.Array, table: np.ndarray, depth: int) -> da.Array:
-    """Lazy uint8 core flag of the group's pixels, chunked like ``lc`` (halo of ``depth`` pixels)."""
-    halo = max(depth, 1)
-    chunks = blocks.halo_chunks(lc.chunks, (halo, halo))
-    haloed = da.overlap.overlap(lc.rechunk(chunks), depth={0: halo, 1: halo}, boundary=0)
-    core = haloed.map_blocks(_group_core, table=table, depth=depth, halo=halo, dtype=np.uint8, chunks=chunks)
-    return core.rechunk(lc.chunks)
 
 
 def _zone_values(patches: blocks.Patches | None, year_stats: list[np.ndarray], g: int, group: str, year: int,

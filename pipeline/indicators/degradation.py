@@ -22,6 +22,7 @@ halo of ceil(bound / pixel size) pixels (never a whole-landscape distance transf
 from __future__ import annotations
 
 import math
+import zlib
 
 import dask
 import dask.array as da
@@ -29,14 +30,12 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import xarray as xr
-from scipy import ndimage
 
-from pipeline import blocks
+from pipeline import blocks, kernels
 from pipeline.config import ECOSYSTEMS, GROUPS, DegradationConfig
 from pipeline.errors import SourceError
-from pipeline.indicators.base import ALL_NATURAL, Context, IndicatorResult, reuse, tidy
+from pipeline.indicators.base import ALL_NATURAL, Context, IndicatorResult, tidy
 from pipeline.legend import FIRST_CLASS
-from pipeline.zones import zones_touched
 
 NAME = "degradation"
 NEEDS_LANDCOVER = True
@@ -52,55 +51,24 @@ def halo_px(cfg: DegradationConfig, resolution_m: float) -> int:
 
 
 # ------------------------------------------------------------------------------------------ kernels
-def within(source: np.ndarray, bound_m: float, resolution_m: float) -> np.ndarray:
-    """True where a ``source`` pixel centre lies within ``bound_m`` (Euclidean). Exact in a block whose halo is
-    at least bound_m wide."""
-    if not source.any():
-        return np.zeros(source.shape, bool)
-    return ndimage.distance_transform_edt(~source, sampling=resolution_m) <= bound_m + 1e-9
-
-
 def rule_flags(lc_a: np.ndarray, lc_b: np.ndarray, small_a: np.ndarray, small_b: np.ndarray, large_a: np.ndarray,
                large_b: np.ndarray, ext_a: np.ndarray | None, ext_b: np.ndarray | None, *, rules: tuple[str, ...],
                natural: np.ndarray, group: np.ndarray, condition: np.ndarray, ecosystem: np.ndarray,
-               transitions: np.ndarray, edge_m: float, isolation_m: float, resolution_m: float,
+               transitions: np.ndarray, edge_reach: np.ndarray, isolation_reach: np.ndarray,
                halo: tuple[int, int]) -> np.ndarray:
     """Per pixel of the block interior: degraded bits (bit r for rules[r]) | improved bits << 8, for pixels
-    natural in both years. All inputs carry a halo of ``halo`` (rows, columns) pixels."""
-    interior = (slice(halo[0], lc_a.shape[0] - halo[0]), slice(halo[1], lc_a.shape[1] - halo[1]))
-    both = (natural[lc_a] & natural[lc_b])[interior]
-    out = np.zeros(both.shape, np.uint16)
-    for r, rule in enumerate(rules):
-        if rule == "transition":
-            ga, gb = group[lc_a][interior], group[lc_b][interior]
-            meaning = np.where((ga >= 0) & (gb >= 0), transitions[np.maximum(ga, 0), np.maximum(gb, 0)], 0)
-            worse, better = meaning < 0, meaning > 0
-        elif rule == "condition":
-            ca, cb = condition[lc_a][interior], condition[lc_b][interior]
-            same = (ecosystem[lc_a] == ecosystem[lc_b])[interior] & (ca >= 0) & (cb >= 0)
-            worse, better = same & (cb < ca), same & (cb > ca)
-        elif rule == "edge":
-            near_a = within((lc_a >= FIRST_CLASS) & ~natural[lc_a], edge_m, resolution_m)[interior]
-            near_b = within((lc_b >= FIRST_CLASS) & ~natural[lc_b], edge_m, resolution_m)[interior]
-            worse, better = near_b & ~near_a, near_a & ~near_b
-        elif rule == "small_patch":
-            sa, sb = small_a[interior], small_b[interior]
-            worse, better = sb & ~sa, sa & ~sb
-        elif rule == "isolation":
-            far_a = ~within(large_a, isolation_m, resolution_m)[interior]
-            far_b = ~within(large_b, isolation_m, resolution_m)[interior]
-            worse, better = far_b & ~far_a, far_a & ~far_b
-        elif rule == "external":
-            eb = ext_b[interior]
-            if ext_a is None:
-                worse, better = eb, np.zeros(eb.shape, bool)
-            else:
-                ea = ext_a[interior]
-                worse, better = eb & ~ea, ea & ~eb
-        else:  # pragma: no cover - the config only allows the rules above
-            raise ValueError(rule)
-        out |= ((worse & both).astype(np.uint16) << r) | ((better & both).astype(np.uint16) << (8 + r))
-    return out
+    natural in both years. All inputs carry a halo of ``halo`` (rows, columns) pixels. ``edge_reach`` and
+    ``isolation_reach`` describe the distance bounds in pixels (``kernels.euclidean_reach``)."""
+    near = large_near = (None, None)
+    if "edge" in rules:
+        near = tuple(kernels.within(kernels.non_natural(lc, natural, first_class=FIRST_CLASS), edge_reach)
+                     for lc in (lc_a, lc_b))
+    if "isolation" in rules:
+        large_near = tuple(kernels.within(large, isolation_reach) for large in (large_a, large_b))
+    return kernels.degradation_flags(
+        lc_a, lc_b, rules=rules, halo=halo, natural=natural, group=group, condition=condition, ecosystem=ecosystem,
+        transitions=transitions, small=(small_a, small_b) if "small_patch" in rules else (None, None), near=near,
+        large_near=large_near, external=(ext_a, ext_b) if "external" in rules else (None, None))
 
 
 def _flags_block(*arrays: np.ndarray, has_external: tuple[bool, bool], **kw) -> np.ndarray:
@@ -110,20 +78,22 @@ def _flags_block(*arrays: np.ndarray, has_external: tuple[bool, bool], **kw) -> 
     return rule_flags(lc_a, lc_b, small_a, small_b, large_a, large_b, ext_a, ext_b, **kw)
 
 
-def _counts_block(flags: np.ndarray, lc_a: np.ndarray, lc_b: np.ndarray, *faces: np.ndarray, n_faces: tuple,
-                  n_rules: int, natural: np.ndarray, ecosystem: np.ndarray) -> list[np.ndarray]:
-    """Per zone layer: (n_faces, n_eco, 2 + 2 R) = natural both, any degraded, degraded per rule, improved per rule."""
+def _period_block(flags: np.ndarray, lc_a: np.ndarray, lc_b: np.ndarray, *faces: np.ndarray, n_faces: tuple,
+                  n_rules: int, natural: np.ndarray, ecosystem: np.ndarray) -> tuple[list[np.ndarray], dict, bytes]:
+    """One chunk, one pass over the flags: per zone layer (n_faces, n_eco, 2 + 2 R) counts (natural both, any
+    degraded, degraded per rule, improved per rule), the chunk's degraded-patch summary (blocks.block_stats,
+    rule bits as values) and the degraded mask, zlib-compressed, for the patch polygons."""
     both = natural[lc_a] & natural[lc_b]
-    eco = np.where(both, ecosystem[lc_a], 0).astype(np.int64)
-    n_eco = len(ECOSYSTEMS)
-    masks = [both, (flags & 0xFF) > 0]
-    masks += [((flags >> r) & 1).astype(bool) for r in range(n_rules)]
-    masks += [((flags >> (8 + r)) & 1).astype(bool) for r in range(n_rules)]
-    out = []
-    for face, nf in zip(faces, n_faces, strict=True):
-        key = face.astype(np.int64) * n_eco + eco
-        out.append(np.stack([np.bincount(key[m], minlength=nf * n_eco) for m in masks], axis=1).reshape(nf, n_eco, -1))
-    return out
+    eco = np.where(both, ecosystem[lc_a], -1).astype(np.int8)
+    counts = [kernels.flag_counts(flags, eco, face, n_faces=nf, n_eco=len(ECOSYSTEMS), n_rules=n_rules)
+              for face, nf in zip(faces, n_faces, strict=True)]
+    degraded = (flags & 0xFF).astype(np.uint8)
+    stats = blocks.block_stats(degraded, degraded, neighbourhood=8, n_values=1 << n_rules)
+    return counts, stats, zlib.compress((degraded > 0).tobytes(), 1)
+
+
+def _unpack(packed: bytes, shape: tuple[int, int]) -> np.ndarray:
+    return np.frombuffer(zlib.decompress(packed), bool).reshape(shape)
 
 
 # ------------------------------------------------------------------------------------------ compute
@@ -152,6 +122,8 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
     transitions = np.array([[matrix[a][b] for b in GROUPS] for a in GROUPS], dtype=np.int8)
     patch_masks = _patch_masks(lc, years, cfg, ctx) if {"small_patch", "isolation"} & set(rules) else {}
     external = ctx.rasters.get(f"degradation:{cfg.external.name}") if cfg.external else None
+    edge_reach = kernels.euclidean_reach(cfg.edge_depth_m, grid.resolution_m)
+    isolation_reach = kernels.euclidean_reach(cfg.isolation_m, grid.resolution_m)
     rows, frames = [], []
     for year_from, year_to in ctx.config.periods():
         ia, ib = years.index(year_from), years.index(year_to)
@@ -169,13 +141,12 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
         haloed = [_haloed(a.rechunk(chunks), halo, 0 if a.dtype != bool else False) for a in inputs]
         flags = da.map_blocks(
             _flags_block, *haloed, has_external=has_external, rules=rules, natural=legend.natural, group=legend.group,
-            condition=legend.condition, ecosystem=legend.ecosystem, transitions=transitions, edge_m=cfg.edge_depth_m,
-            isolation_m=cfg.isolation_m, resolution_m=grid.resolution_m, halo=halo, dtype=np.uint16, chunks=chunks,
+            condition=legend.condition, ecosystem=legend.ecosystem, transitions=transitions, edge_reach=edge_reach,
+            isolation_reach=isolation_reach, halo=halo, dtype=np.uint16, chunks=chunks,
         )
-        flags = reuse(flags)  # read by the counts, the patch labels and the patch polygons
-        counts = _count(flags, lc[ia], lc[ib], ctx, n_rules=len(rules))
+        counts, patches = _count(flags, lc[ia], lc[ib], ctx, n_rules=len(rules))
         rows += _rows(counts, ctx, rules, year_from, year_to)
-        frames.append(_patches(flags, ctx, rules, year_from, year_to))
+        frames.append(_patches(patches, ctx, rules, year_from, year_to))
     table = tidy(rows, landscape=ctx.config.name, indicator=NAME)
     patches = pd.concat(frames, ignore_index=True) if frames else None
     patches = gpd.GeoDataFrame(patches, geometry="geometry", crs=grid.crs)
@@ -198,17 +169,30 @@ def _patch_masks(lc: da.Array, years: list[int], cfg: DegradationConfig, ctx: Co
     return out
 
 
-def _count(flags: da.Array, lc_a: da.Array, lc_b: da.Array, ctx: Context, *, n_rules: int) -> list[np.ndarray]:
+def _count(flags: da.Array, lc_a: da.Array, lc_b: da.Array, ctx: Context, *,
+           n_rules: int) -> tuple[list[np.ndarray], blocks.Patches]:
+    """Counts per zone layer (summed over chunks) and the degraded patches, from one pass over the flags.
+
+    The degraded mask is kept per chunk, compressed (it is sparse: about 1 bit per degraded-patch border
+    pixel), so the patch polygons do not recompute the flags."""
     chunks = flags.chunks
     flag_blocks = flags.to_delayed().ravel()
     a_blocks = lc_a.rechunk(chunks).to_delayed().ravel()
     b_blocks = lc_b.rechunk(chunks).to_delayed().ravel()
     faces = [ctx.face_ids[z.name].rechunk(chunks).to_delayed().ravel() for z in ctx.zones]
     n_faces = tuple(z.n_faces for z in ctx.zones)
-    partial = [dask.delayed(_counts_block, pure=True)(
+    parts = [dask.delayed(_period_block, pure=True, nout=3)(
         flag_blocks[i], a_blocks[i], b_blocks[i], *(f[i] for f in faces), n_faces=n_faces, n_rules=n_rules,
         natural=ctx.legend.natural, ecosystem=np.maximum(ctx.legend.ecosystem, 0)) for i in range(len(flag_blocks))]
-    return dask.compute(blocks.tree_sum(partial))[0]
+    counts, stats, packed = dask.compute(blocks.tree_sum([p[0] for p in parts]), [p[1] for p in parts],
+                                         [p[2] for p in parts])
+    nby, nbx = flags.numblocks
+    grid_stats = np.empty((nby, nbx), object)
+    for i, s in enumerate(stats):
+        grid_stats.flat[i] = s
+    mask = da.block([[da.from_delayed(dask.delayed(_unpack, pure=True)(packed[i * nbx + j], (h, w)), (h, w), bool)
+                      for j, w in enumerate(chunks[1])] for i, h in enumerate(chunks[0])])
+    return counts, blocks.patches_from_stats(grid_stats, mask, neighbourhood=8)
 
 
 def _rows(counts: list[np.ndarray], ctx: Context, rules: tuple[str, ...], year_from: int, year_to: int) -> list[dict]:
@@ -241,10 +225,9 @@ def _rows(counts: list[np.ndarray], ctx: Context, rules: tuple[str, ...], year_f
     return rows
 
 
-def _patches(flags: da.Array, ctx: Context, rules: tuple[str, ...], year_from: int, year_to: int) -> gpd.GeoDataFrame:
+def _patches(patches: blocks.Patches, ctx: Context, rules: tuple[str, ...], year_from: int,
+             year_to: int) -> gpd.GeoDataFrame:
     """Degraded patches (any rule) of at least MIN_PATCH_HA, with the rules that flagged their pixels."""
-    degraded = (flags & 0xFF).astype(np.int32)
-    patches = blocks.label_patches(degraded > 0, neighbourhood=8, values=degraded, n_values=1 << len(rules))
     px = ctx.grid.pixel_area_ha
     ids = np.flatnonzero(patches.pixel_count >= max(MIN_PATCH_HA / px, 1))
     columns = ["patch_id", "period", "year_from", "year_to", "area_ha", "rules", *(z.name for z in ctx.zones)]
@@ -258,5 +241,5 @@ def _patches(flags: da.Array, ctx: Context, rules: tuple[str, ...], year_from: i
         "rules": [", ".join(rule for r, rule in enumerate(rules) if b >> r & 1) for b in bits],
     }, geometry=[shapes[int(i)] for i in ids], crs=ctx.grid.crs)
     for layer in ctx.zones:
-        frame[layer.name] = [zones_touched(g, layer) for g in frame.geometry]
+        frame[layer.name] = blocks.zones_touched_many(frame.geometry.to_numpy(), layer)
     return frame

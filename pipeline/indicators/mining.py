@@ -30,6 +30,7 @@ pixel; a site's category is the category of most of its pixels.
 from __future__ import annotations
 
 import math
+import zlib
 
 import dask
 import dask.array as da
@@ -40,11 +41,11 @@ import shapely
 import xarray as xr
 from rasterio.features import rasterize
 
-from pipeline import blocks
+from pipeline import blocks, kernels
 from pipeline.config import ECOSYSTEMS, MiningConfig
 from pipeline.grid import LandscapeGrid, Tile
 from pipeline.indicators import mining_sites
-from pipeline.indicators.base import ALL_NATURAL, Context, IndicatorResult, reuse, tidy
+from pipeline.indicators.base import ALL_NATURAL, Context, IndicatorResult, tidy
 from pipeline.zones import LANDSCAPE
 
 NAME = "mining"
@@ -183,35 +184,9 @@ def _counts_block(flags: np.ndarray, lc: np.ndarray | None, riparian: np.ndarray
     Year columns: footprint, each source, in all sources, riparian, categories I..IV.
     Period columns: new mining, then mining on natural land by ecosystem of the earlier year (n_eco).
     """
-    footprint = (flags & footprint_bits) > 0
-    all_bits = (1 << n_sources) - 1
-    category = 3 - 2 * rights.astype(np.int64) - surface  # I=0 both, II=1 rights only, III=2 surface only, IV=3
-    out = []
-    for face, nf in zip(faces, n_faces, strict=True):
-        f = face.ravel()
-        year_cols = []
-        for y in range(flags.shape[0]):
-            fp = footprint[y].ravel()
-            cols = [np.bincount(f[fp], minlength=nf)]
-            cols += [np.bincount(f[((flags[y] >> s) & 1).astype(bool).ravel()], minlength=nf) for s in range(n_sources)]
-            cols.append(np.bincount(f[(flags[y] == all_bits).ravel()], minlength=nf))
-            cols.append(np.bincount(f[fp & riparian.ravel()], minlength=nf))
-            by_cat = np.bincount(f[fp] * 4 + category.ravel()[fp], minlength=nf * 4).reshape(nf, 4)
-            year_cols.append(np.column_stack([*cols, by_cat]))
-        period_cols = []
-        for a, b in pairs:
-            new = footprint[b] & ~footprint[a]
-            cols = [np.bincount(f[new.ravel()], minlength=nf)]
-            if lc is not None:
-                on = footprint[b].ravel()
-                eco = eco_of_class[lc[a]].ravel()[on]
-                natural = eco >= 0
-                cols.append(np.bincount(f[on][natural] * n_eco + eco[natural], minlength=nf * n_eco).reshape(nf, n_eco))
-            else:
-                cols.append(np.zeros((nf, n_eco), np.int64))
-            period_cols.append(np.column_stack(cols))
-        out.append((np.stack(year_cols, axis=1).astype(np.int64), np.stack(period_cols, axis=1).astype(np.int64)))
-    return out
+    return [kernels.mining_counts(flags, lc, riparian, rights, surface, face, n_faces=nf, n_sources=n_sources,
+                                  pairs=pairs, eco_of_class=eco_of_class, n_eco=n_eco, footprint_bits=footprint_bits)
+            for face, nf in zip(faces, n_faces, strict=True)]
 
 
 # ------------------------------------------------------------------------------------------ compute
@@ -230,13 +205,13 @@ def compute(stack: xr.DataArray | None, ctx: Context) -> IndicatorResult:
     flags = da.map_blocks(_flags_block, *arrays, has_landcover=lc is not None, n_layers=len(layers),
                           mining_table=legend.mining, observed=observed, k=cfg.min_persistence_years,
                           dtype=np.uint8, chunks=((len(years),), *grid.chunks))
-    flags = reuse(flags)  # read by the counts and, per year, the site labels and polygons
     riparian = _rasterized_mask(ctx, _riparian_zone(ctx, cfg))
     rights = _rasterized_mask(ctx, _dissolved(ctx, "mining_rights"))
     surface = _rasterized_mask(ctx, _dissolved(ctx, "surface_rights"))
-    counts = _count(flags, lc, riparian, rights, surface, ctx, n_sources=len(names), pairs=pairs,
-                    eco_of_class=eco_of_class, footprint_bits=footprint_bits)
-    site_frames, site_values = mining_sites.sites(flags, lc, rights, surface, ctx, cfg, footprint_bits=footprint_bits)
+    counts, flags, values = _count(flags, lc, riparian, rights, surface, ctx, n_sources=len(names), pairs=pairs,
+                                   eco_of_class=eco_of_class, footprint_bits=footprint_bits)
+    site_frames, site_values = mining_sites.sites(flags, values, ctx, cfg, footprint_bits=footprint_bits,
+                                                  has_landcover=lc is not None)
     rows = _rows(counts, site_values, names, observed, ctx, cfg, has_landcover=lc is not None)
     rows += mining_sites.mined_area_rows(ctx, observed, names)
     not_computed = () if lc is not None else (
@@ -301,19 +276,45 @@ def _rasterized_mask(ctx: Context, geom: shapely.Geometry | None) -> da.Array:
     return per_chunk(ctx.grid, parts, _mask_block, bool)
 
 
-def _count(flags, lc, riparian, rights, surface, ctx: Context, *, n_sources, pairs, eco_of_class, footprint_bits) -> list:
-    """Per zone layer: (year counts, period counts) summed over chunks (see _counts_block)."""
+def _count_block(flags: np.ndarray, lc: np.ndarray | None, riparian: np.ndarray, rights: np.ndarray,
+                 surface: np.ndarray, *faces: np.ndarray, natural: np.ndarray, footprint_bits: int,
+                 **kw) -> tuple[list, bytes, bytes]:
+    """One chunk, one pass: the counts (_counts_block), and the flags and site values (mining_sites.site_values,
+    zero off the footprint) zlib-compressed for the site labels and polygons: mining is sparse, so they are small."""
+    counts = _counts_block(flags, lc, riparian, rights, surface, *faces, footprint_bits=footprint_bits, **kw)
+    values = mining_sites.site_values(flags, lc[0] if lc is not None else None, rights, surface, natural=natural,
+                                      footprint_bits=footprint_bits)
+    return counts, zlib.compress(flags.tobytes(), 1), zlib.compress(values.tobytes(), 1)
+
+
+def _unpack(packed: bytes, dtype, shape: tuple[int, ...]) -> np.ndarray:
+    return np.frombuffer(zlib.decompress(packed), dtype).reshape(shape)
+
+
+def _count(flags, lc, riparian, rights, surface, ctx: Context, *, n_sources, pairs, eco_of_class,
+           footprint_bits) -> tuple[list, da.Array, da.Array]:
+    """Per zone layer: (year counts, period counts) summed over chunks (see _counts_block); and the flags and
+    site values as dask arrays of the compressed chunks, so the per-year site passes do not recompute them."""
     flag_blocks = flags.to_delayed().ravel()
     lc_blocks = lc.to_delayed().ravel() if lc is not None else [None] * len(flag_blocks)
     aux = [a.to_delayed().ravel() for a in (riparian, rights, surface)]
     faces = [ctx.face_ids[z.name].to_delayed().ravel() for z in ctx.zones]
     n_faces = tuple(z.n_faces for z in ctx.zones)
-    partial = [dask.delayed(_counts_block, pure=True)(
+    parts = [dask.delayed(_count_block, pure=True, nout=3)(
         flag_blocks[i], lc_blocks[i], *(a[i] for a in aux), *(f[i] for f in faces), n_faces=n_faces,
         n_sources=n_sources, pairs=pairs, eco_of_class=eco_of_class, n_eco=len(ECOSYSTEMS),
-        footprint_bits=footprint_bits)
+        footprint_bits=footprint_bits, natural=ctx.legend.natural)
         for i in range(len(flag_blocks))]
-    return dask.compute(blocks.tree_sum(partial))[0]
+    counts, packed_flags, packed_values = dask.compute(
+        blocks.tree_sum([p[0] for p in parts]), [p[1] for p in parts], [p[2] for p in parts])
+    n_years = flags.shape[0]
+    (rows, cols), nbx = flags.chunks[1:], flags.numblocks[2]
+
+    def unpacked(packed, dtype, lead):
+        return da.block([[da.from_delayed(dask.delayed(_unpack, pure=True)(packed[i * nbx + j], dtype, (*lead, h, w)),
+                                          (*lead, h, w), dtype) for j, w in enumerate(cols)] for i, h in enumerate(rows)])
+
+    return counts, unpacked(packed_flags, np.uint8, (n_years,)), unpacked(packed_values, np.int16, ())
 
 
 def _rows(counts, site_values: dict, names: list[str], observed: np.ndarray, ctx: Context, cfg: MiningConfig, *,

@@ -12,10 +12,10 @@ import pandas as pd
 import shapely
 from pyproj import Geod, Transformer
 
-from pipeline import blocks
+from pipeline import blocks, kernels
 from pipeline.config import MiningConfig
 from pipeline.indicators.base import Context
-from pipeline.zones import LANDSCAPE, zones_touched
+from pipeline.zones import LANDSCAPE
 
 CATEGORIES = ("I", "II", "III", "IV")
 BUFFER_QUAD_SEGS = 64  # segments per quarter circle in distance buffers: arcs within 0.03 % of true circles
@@ -30,31 +30,21 @@ def geodesic_km(geom: shapely.Geometry, crs) -> float:
     return Geod(ellps="WGS84").geometry_length(lonlat) / 1000
 
 
-def _site_values(flags_all: np.ndarray, lc0: np.ndarray | None, rights: np.ndarray, surface: np.ndarray, *,
-                 natural: np.ndarray | None, footprint_bits: int) -> np.ndarray:
-    """Per pixel: first-year index (0..n_years) * 8 + category (0..3) * 2 + natural in the baseline year."""
-    footprint = (flags_all & footprint_bits) > 0
-    first = np.where(footprint.any(axis=0), footprint.argmax(axis=0) + 1, 0)
-    category = 3 - 2 * rights.astype(np.int64) - surface
+def site_values(flags: np.ndarray, lc0: np.ndarray | None, rights: np.ndarray, surface: np.ndarray, *,
+                natural: np.ndarray, footprint_bits: int) -> np.ndarray:
+    """Per pixel of one chunk (``kernels.site_values``): first-year index (1..n_years) * 8 + category (0..3) * 2
+    + natural in the baseline year, on pixels of the footprint in any year; 0 elsewhere."""
     was_natural = natural[lc0] if lc0 is not None else np.zeros(rights.shape, bool)
-    return (first * 8 + category * 2 + was_natural).astype(np.int32)
+    return kernels.site_values(flags, was_natural, rights, surface, footprint_bits=footprint_bits)
 
 
-def _site_values_block(flags: np.ndarray, *arrays: np.ndarray, has_landcover: bool, natural: np.ndarray,
-                       footprint_bits: int) -> np.ndarray:
-    lc0 = arrays[0][0] if has_landcover else None
-    rights, surface = (a[0] for a in arrays[-2:])
-    return _site_values(flags, lc0, rights, surface, natural=natural, footprint_bits=footprint_bits)
-
-
-def sites(flags, lc, rights, surface, ctx: Context, cfg: MiningConfig, *, footprint_bits: int) -> tuple[list, dict]:
-    """Sites (8-connected mining patches) per year: polygons with attributes, and per-zone site statistics."""
+def sites(flags: da.Array, values: da.Array, ctx: Context, cfg: MiningConfig, *, footprint_bits: int,
+          has_landcover: bool) -> tuple[list, dict]:
+    """Sites (8-connected mining patches) per year: polygons with attributes, and per-zone site statistics.
+    ``values`` are the per-pixel ``site_values``."""
     grid, years = ctx.grid, ctx.config.years
     rivers = ctx.vectors.get("rivers")
     river_lines = shapely.union_all(rivers.geometry.to_numpy()) if rivers is not None and len(rivers) else None
-    arrays = [flags, *([lc[0][None]] if lc is not None else []), rights[None], surface[None]]
-    values = da.map_blocks(_site_values_block, *arrays, has_landcover=lc is not None, natural=ctx.legend.natural,
-                           footprint_bits=footprint_bits, dtype=np.int32, drop_axis=0, chunks=grid.chunks)
     n_values = (len(years) + 1) * 8
     frames, stats = [], {}
     for y, year in enumerate(years):
@@ -66,17 +56,18 @@ def sites(flags, lc, rights, surface, ctx: Context, cfg: MiningConfig, *, footpr
         first_seen = [years[int(np.flatnonzero(h.sum(axis=(1, 2))[1:])[0])] if h.sum() else year for h in hist]
         category = [CATEGORIES[int(h.sum(axis=(0, 2)).argmax())] for h in hist]
         natural_share = [float(h[:, :, 1].sum() / h.sum()) if h.sum() else math.nan for h in hist]
-        distance = [float(shapely.distance(g, river_lines)) if river_lines is not None else math.nan for g in geoms]
+        distance = (shapely.distance(np.asarray(geoms, dtype=object), river_lines).tolist() if river_lines is not None
+                    else [math.nan] * len(geoms))
         frame = gpd.GeoDataFrame({
             "site_id": ids.astype(np.int64), "year": year, "area_ha": patches.pixel_count[ids] * grid.pixel_area_ha,
             "first_year_seen": first_seen, "distance_to_river_m": distance,
-            "was_natural": [s >= 0.5 if lc is not None and not math.isnan(s) else None for s in natural_share],
-            "natural_before_pct": [100 * s if lc is not None else math.nan for s in natural_share],
+            "was_natural": [s >= 0.5 if has_landcover and not math.isnan(s) else None for s in natural_share],
+            "natural_before_pct": [100 * s if has_landcover else math.nan for s in natural_share],
             "category": category,
         }, geometry=geoms, crs=grid.crs)
         for layer in ctx.zones:
             if layer.name != LANDSCAPE:
-                frame[layer.name] = [zones_touched(g, layer) for g in geoms]
+                frame[layer.name] = blocks.zones_touched_many(geoms, layer)
         frames.append(frame)
         stats.update(site_stats(frame, geoms, river_lines, year, ctx, cfg))
     return frames, stats

@@ -39,7 +39,8 @@ def test_output_files_and_contract(mini_run):
     names = sorted(p.name for p in out.iterdir())
     assert names == ["connectivity.csv", "connectivity.gpkg", "conversion.csv", "conversion.gpkg", "degradation.csv",
                      "degradation.gpkg", "landcover_1985.tif",
-                     "landcover_2000.tif", "landcover_2022.tif", "manifest.json", "mining.csv", "mining.gpkg"]
+                     "landcover_2000.tif", "landcover_2022.tif", "manifest.json", "mining.csv", "mining.gpkg",
+                     "trends.csv"]
     table = pd.read_csv(out / "conversion.csv", encoding="utf-8-sig")
     assert tuple(table.columns) == COLUMNS
     assert (out / "conversion.csv").read_bytes()[:3] == b"\xef\xbb\xbf"  # Excel reads UTF-8 with the BOM
@@ -102,13 +103,21 @@ def test_same_numbers_at_any_chunk_size(mini_run, tmp_path, chunk_px):
     assert pa.geometry.normalize().geom_equals_exact(pb.geometry.normalize(), 1e-6).all()
 
 
-def test_lourenco_end_to_end(tmp_path):
+@pytest.mark.xdist_group("lourenco")
+def test_lourenco_end_to_end(lourenco_run, tmp_path):
     """The default landscape: area self-check against the boundary's geodesic area, identity of the parts,
     the same numbers at two chunk sizes (one cuts patches), and the mining class showing up as class_to."""
-    a = run(Path("configs/landscapes/lourenco.yaml"), out_dir=tmp_path / "a", chunk_px=2048)
-    run(Path("configs/landscapes/lourenco.yaml"), out_dir=tmp_path / "b", chunk_px=500)
-    for name in ("conversion.csv", "connectivity.csv", "mining.csv", "degradation.csv"):
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    a, out_a = lourenco_run
+    run(Path("configs/landscapes/lourenco.yaml"), out_dir=tmp_path / "b", chunk_px=500, sensitivity_reruns=False)
+    for name in ("conversion.csv", "connectivity.csv", "mining.csv", "degradation.csv", "trends.csv"):
+        with_range = pd.read_csv(out_a / name, encoding="utf-8-sig")
+        without = pd.read_csv(tmp_path / "b" / name, encoding="utf-8-sig")
+        if name == "trends.csv":  # the stable band of run a includes the sensitivity range
+            with_range, without = with_range.drop(columns=["stable_band", "direction"]), without.drop(columns=["stable_band", "direction"])
+        elif "value_lo" in with_range.columns:  # conversion has no parameter the reruns vary: no range columns
+            assert (with_range["value_lo"] <= with_range["value"] + 1e-9).all() and (with_range["value"] <= with_range["value_hi"] + 1e-9).all()
+            with_range = with_range.drop(columns=["value_lo", "value_hi"])
+        pd.testing.assert_frame_equal(with_range, without, check_exact=True, obj=name)
     check = a.manifest["area_check"]
     assert check["boundary_geodesic_ha"] == pytest.approx(125_736, abs=1)
     assert abs(check["difference_pct"]) < 0.01

@@ -47,7 +47,7 @@ def test_runs_with_a_warning_that_says_what_is_missing(run_dir):
     assert "land cover for landscape 'marudi' is not on disk" in result.stderr
     assert "make fetch landscape=marudi" in result.stderr
     out = root / "data/processed/marudi"
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "mining.csv", "mining.gpkg"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "mining.csv", "mining.gpkg", "trends.csv"]
     manifest = json.loads((out / "manifest.json").read_text())
     missing = {item["indicator"] for item in manifest["not_computed"]}
     assert missing == {"conversion", "connectivity", "degradation", "mining"}  # mining: only its land-cover metrics
@@ -112,3 +112,16 @@ def test_mining_raster_mask_source(tmp_path):
     for year in (2000, 2022):
         assert values.loc["mining_ha_source_mask", year] == values.loc["mining_ha_source_landcover", year] > 0
     assert "mining_in_all_sources_ha" in values.index  # three sources observed in 2022
+
+
+def test_report_of_a_run_without_land_cover(run_dir):
+    """The report has the mining section only, drawn without a land-cover background, and says why."""
+    root, _ = run_dir
+    result = subprocess.run([sys.executable, "-m", "pipeline", "report", "marudi", "--root", str(root)],
+                            cwd=root, capture_output=True, text=True, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    report = root / "data/processed/marudi/report"
+    assert sorted(p.name for p in report.iterdir()) == ["mining_chart.png", "mining_map.png", "report.html", "report.md"]
+    text = (report / "report.html").read_text(encoding="utf-8")
+    assert '<section id="mining">' in text and '<section id="conversion">' not in text
+    assert "This run had no land cover" in text and "Earth Genome / Amazon Mining Watch" in text

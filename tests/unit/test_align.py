@@ -123,3 +123,24 @@ def test_explicit_resampling_setting_is_kept(tmp_path, setting, expected):
     bands = _bands(_write(tmp_path / "a.tif", np.ones((1, 2, 2), np.uint8), Affine(30, 0, 0, 0, -30, 60)))
     grid = LandscapeGrid(EA, Affine(30, 0, 0, 0, -30, 60), (2, 2), 16)
     assert align.choose_resampling(setting, grid, bands[0]) == expected
+
+
+@pytest.mark.parametrize("shift", [(0, 0), (-3, 5), (4, -2)])
+def test_whole_pixel_shift_is_a_window_read_equal_to_mapping_every_centre(tmp_path, monkeypatch, shift):
+    """The window-read fast path (same CRS and pixel size, origin on a source pixel corner) gives exactly the
+    codes of the general path, with the grid partly beyond the raster, file nodata and a partial boundary."""
+    rng = np.random.default_rng(3)
+    data = rng.integers(1, 6, (2, 23, 29), dtype=np.uint8)
+    data[0, 4, 4] = 9  # the file's nodata value
+    transform = Affine(30, 0, 300, 0, -30, 900)
+    bands = _bands(_write(tmp_path / "a.tif", data, transform, nodata=9), years=(2000, 2010))
+    grid = LandscapeGrid(EA, transform @ Affine.translation(shift[1], shift[0]), (25, 27), 8)
+    assert align.pixel_offset(EA, grid.tile_transform(8, 16), bands[0]) == (8 + shift[0], 16 + shift[1])
+    left, bottom, right, top = grid.bounds
+    boundary = shapely.Point((left + right) / 2, (bottom + top) / 2).buffer((right - left) * 0.45)
+    kw = {"resampling": "nearest", "outside_code": 0, "unmapped_code": 27}
+    fast = align.aligned_stack(grid, boundary, bands, **kw).compute(scheduler="synchronous")
+    monkeypatch.setattr(align, "pixel_offset", lambda *a: None)
+    general = align.aligned_stack(grid, boundary, bands, **kw).compute(scheduler="synchronous")
+    assert np.array_equal(fast, general)
+    assert {0, 27} <= set(np.unique(fast)) and (fast == 9).sum() == 0

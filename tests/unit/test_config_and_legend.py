@@ -106,7 +106,7 @@ def test_legend_class_validation(tmp_path, cls, message):
 
 
 def test_missing_legend_lists_known_ones(tmp_path):
-    with pytest.raises(LegendError, match="known legends: mapbiomas_amazonia, mapbiomas_c6, mapbiomas_c8"):
+    with pytest.raises(LegendError, match="known legends: dynamic_world, esa_worldcover, hansen_forest, jrc_tmf_annual_change, mapbiomas_amazonia, mapbiomas_c6, mapbiomas_c8"):
         legend_mod.load("nope", LEGENDS)
 
 

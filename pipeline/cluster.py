@@ -1,0 +1,85 @@
+"""Where the dask graph runs (DESIGN.md §6): ``compute.scheduler`` of the landscape config.
+
+- ``threads`` (default), ``synchronous``: dask's local schedulers in this process;
+- ``processes``: dask's local process pool (each process gets GDAL_CACHEMAX through the pool initializer);
+- ``local-cluster``: a dask.distributed LocalCluster started on this machine for the run (``compute.workers``
+  worker processes of ``compute.threads_per_worker`` threads, ``compute.memory_limit_gb`` each) and closed at
+  the end;
+- ``tcp://HOST:PORT`` (or ``tls://``): an existing dask.distributed scheduler; the run connects a client and
+  disconnects at the end, the cluster keeps running;
+- ``distributed``: the dask.distributed Client already active in this Python process (Coiled, dask-gateway,
+  dask-jobqueue: create the cluster and the client first, then call ``pipeline.runner.run``).
+
+On a dask.distributed cluster every worker gets GDAL_CACHEMAX = ``compute.gdal_cachemax_mb`` from a worker
+plugin (also workers that join later). Workers must reach the input paths (README, "Running on a cluster").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+
+import dask
+
+from pipeline.config import ComputeConfig
+
+
+def set_gdal_cachemax(megabytes: int) -> None:
+    """Bound GDAL's raster block cache in this process. GDAL 3.10 (rasterio 1.4 wheels) applies a change even after
+    the cache is in use (checked with GDALGetCacheMax64); without it each process may take 5 % of the RAM."""
+    from rasterio.env import set_gdal_config
+
+    set_gdal_config("GDAL_CACHEMAX", int(megabytes) * 2**20)
+
+
+@contextmanager
+def scheduler(compute: ComputeConfig) -> Iterator[object | None]:
+    """Context in which ``dask.compute`` runs on the configured scheduler; yields the distributed Client
+    (None for dask's local schedulers)."""
+    set_gdal_cachemax(compute.gdal_cachemax_mb)
+    if compute.scheduler in ("threads", "synchronous"):
+        with dask.config.set(scheduler=compute.scheduler, num_workers=compute.workers):
+            yield None
+        return
+    if compute.scheduler == "processes":
+        init = partial(set_gdal_cachemax, compute.gdal_cachemax_mb)
+        with dask.config.set({"scheduler": "processes", "num_workers": compute.workers,
+                              "multiprocessing.initializer": init}):
+            yield None
+        return
+    with _client(compute) as client:
+        client.register_plugin(_gdal_cache_plugin(compute.gdal_cachemax_mb), name="pipeline-gdal-cachemax")
+        with dask.config.set(scheduler="dask.distributed"):  # the client is the default one (set_as_default)
+            yield client
+
+
+@contextmanager
+def _client(compute: ComputeConfig):
+    try:
+        from distributed import Client, LocalCluster, get_client
+    except ImportError as exc:  # pragma: no cover - distributed is a dependency
+        raise RuntimeError(f"compute.scheduler {compute.scheduler!r} needs dask.distributed: pip install distributed") from exc
+    if compute.scheduler == "distributed":
+        yield get_client()  # the user's client: left open
+    elif compute.scheduler == "local-cluster":
+        memory = f"{compute.memory_limit_gb}GB" if compute.memory_limit_gb else "auto"
+        with LocalCluster(n_workers=compute.workers, threads_per_worker=compute.threads_per_worker,
+                          memory_limit=memory, processes=True, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            yield client
+    else:
+        with Client(compute.scheduler) as client:
+            yield client
+
+
+def _gdal_cache_plugin(megabytes: int):
+    """A worker plugin that sets GDAL_CACHEMAX in every worker process when it starts (workers that join
+    later included). Defined here so importing pipeline does not import distributed."""
+    from distributed import WorkerPlugin
+
+    class GdalCacheMax(WorkerPlugin):
+        def setup(self, worker) -> None:
+            set_gdal_cachemax(megabytes)
+
+    return GdalCacheMax()

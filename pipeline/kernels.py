@@ -1,0 +1,543 @@
+"""Compiled per-chunk kernels (numba) for the patch and distance steps of the indicators (DESIGN.md §6, §9).
+
+Every kernel is pure: numpy arrays in, numpy arrays out, no I/O and no global state. Units are pixels unless a
+name says otherwise; callers convert metres to pixels (``euclidean_reach``, ``taxicab_reach``).
+
+- ``label``: connected components of a 2-D mask (4- or 8-neighbour), numbered 1..n in the row-major order of
+  each component's first pixel: the numbering ``scipy.ndimage.label`` gives, with pixel counts per label.
+- ``within``: pixels within a bounded distance of a source mask (exact Euclidean or taxicab), four linear
+  sweeps instead of a distance transform; memory is two chunk-sized arrays.
+- ``class_edges`` / ``edge_sums`` (connectivity), ``degradation_flags`` / ``flag_counts`` (degradation),
+  ``site_values`` / ``mining_counts`` (mining): one loop over a chunk instead of many numpy temporaries.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+_JIT = dict(nogil=True, cache=True)  # nogil: dask's threads run kernels in parallel
+
+
+@numba.njit(**_JIT)
+def _find(parent: np.ndarray, x: int) -> int:
+    root = x
+    while parent[root] != root:
+        root = parent[root]
+    while parent[x] != root:  # path compression
+        parent[x], x = root, parent[x]
+    return root
+
+
+@numba.njit(**_JIT)
+def _union(parent: np.ndarray, a: int, b: int) -> int:
+    ra, rb = _find(parent, a), _find(parent, b)
+    if ra < rb:
+        parent[rb] = ra
+        return ra
+    parent[ra] = rb
+    return rb
+
+
+@numba.njit(**_JIT)
+def _label(mask: np.ndarray, diagonal: bool) -> tuple[np.ndarray, int, np.ndarray]:
+    rows, cols = mask.shape
+    lab = np.zeros((rows, cols), np.int32)
+    parent = np.zeros(rows * ((cols + 1) // 2) + 2, np.int32)  # a new label needs a background west neighbour
+    next_label = 1
+    for i in range(rows):
+        for j in range(cols):
+            if not mask[i, j]:
+                continue
+            # neighbours already visited: west, north-west, north, north-east
+            w = lab[i, j - 1] if j > 0 else 0
+            n = lab[i - 1, j] if i > 0 else 0
+            if diagonal:
+                if n:  # north touches north-west, north-east and west: they are joined already
+                    lab[i, j] = n
+                    continue
+                ne = lab[i - 1, j + 1] if i > 0 and j + 1 < cols else 0
+                nw = lab[i - 1, j - 1] if i > 0 and j > 0 else 0
+                left = w if w else nw  # west and north-west touch each other
+                if ne:
+                    lab[i, j] = _union(parent, ne, left) if left else ne
+                elif left:
+                    lab[i, j] = left
+                else:
+                    parent[next_label] = next_label
+                    lab[i, j] = next_label
+                    next_label += 1
+            else:
+                if n and w:
+                    lab[i, j] = _union(parent, n, w) if n != w else n
+                elif n or w:
+                    lab[i, j] = n if n else w
+                else:
+                    parent[next_label] = next_label
+                    lab[i, j] = next_label
+                    next_label += 1
+    # every parent has a smaller index than its child, so one forward pass points each label at its root
+    for k in range(1, next_label):
+        parent[k] = parent[parent[k]]
+    # final numbers in the order roots are first met in a row-major scan (= scipy.ndimage.label's)
+    final = np.zeros(next_label, np.int32)
+    count = np.zeros(next_label, np.int64)
+    n_final = 0
+    for i in range(rows):
+        for j in range(cols):
+            p = lab[i, j]
+            if p:
+                r = parent[p]
+                f = final[r]
+                if f == 0:
+                    n_final += 1
+                    f = n_final
+                    final[r] = f
+                lab[i, j] = f
+                count[f] += 1
+    return lab, n_final, count[:n_final + 1].copy()
+
+
+def label(mask: np.ndarray, neighbourhood: int) -> tuple[np.ndarray, int, np.ndarray]:
+    """Connected components of a 2-D mask.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        2-D; nonzero pixels belong to components.
+    neighbourhood : {8, 4}
+        8: pixels sharing an edge or a corner are connected; 4: an edge only.
+
+    Returns
+    -------
+    labels : numpy.ndarray
+        int32, same shape, 0 = background, 1..n numbered by first pixel in row-major order (as scipy.ndimage.label).
+    n : int
+        Number of components.
+    count : numpy.ndarray
+        int64 (n + 1,): pixels per label; count[0] is 0.
+
+    Notes
+    -----
+    Two-pass union-find (one union at most per pixel with the 8-neighbour decision tree), about 3-5 ns/px.
+    Memory: the int32 labels plus an int32 parent table of half the mask's size.
+    """
+    if neighbourhood not in (4, 8):
+        raise ValueError(f"neighbourhood must be 4 or 8; got {neighbourhood!r}")
+    mask = np.ascontiguousarray(mask if mask.dtype == bool else mask != 0)
+    lab, n, count = _label(mask, neighbourhood == 8)
+    return lab, int(n), count
+
+
+@numba.njit(**_JIT)
+def _first_pixels(lab: np.ndarray, n: int) -> np.ndarray:
+    first = np.empty(n, np.int64)
+    seen = 0
+    flat = lab.ravel()
+    for k in range(flat.size):
+        if flat[k] > seen:  # labels appear first in increasing order
+            first[seen] = k
+            seen += 1
+            if seen == n:
+                break
+    return first
+
+
+def first_pixels(lab: np.ndarray, n: int) -> np.ndarray:
+    """Row-major index of the first pixel of each label 1..n of ``label``'s output (int64 (n,))."""
+    return _first_pixels(np.ascontiguousarray(lab), n)
+
+
+@numba.njit(**_JIT)
+def _histogram(lab: np.ndarray, values: np.ndarray, n: int, n_values: int) -> tuple[np.ndarray, int]:
+    hist = np.zeros((n + 1, n_values), np.int64)
+    bad = -1
+    flat_l, flat_v = lab.ravel(), values.ravel()
+    for k in range(flat_l.size):
+        p = flat_l[k]
+        if p:
+            v = flat_v[k]
+            if v < 0 or v >= n_values:
+                bad = k
+            else:
+                hist[p, v] += 1
+    return hist, bad
+
+
+def histogram(lab: np.ndarray, values: np.ndarray, n: int, n_values: int) -> np.ndarray:
+    """Pixels of each value per label: int64 (n + 1, n_values), row 0 (background) zero.
+
+    Raises ValueError when a labelled pixel has a value outside [0, n_values) (background values are free)."""
+    hist, bad = _histogram(np.ascontiguousarray(lab), np.ascontiguousarray(values), n, n_values)
+    if bad >= 0:
+        flat_l, flat_v = lab.ravel(), values.ravel()
+        wrong = np.unique(flat_v[(flat_l > 0) & ((flat_v < 0) | (flat_v >= n_values))])
+        raise ValueError(f"values on patch pixels must be in [0, {n_values}); got {wrong[:10].tolist()}")
+    return hist
+
+
+# ------------------------------------------------------------------------------------------ bounded distances
+def euclidean_reach(bound_m: float, resolution_m: float) -> np.ndarray:
+    """Reach table of a Euclidean distance bound: reach[g] = the largest vertical offset (px) allowed at a
+    horizontal offset of g px, for pixel centres within ``bound_m`` (m) of each other (1e-9 m tolerance, as
+    ``distance_transform_edt(...) <= bound_m + 1e-9``)."""
+    limit = bound_m + 1e-9
+    radius = int(limit // resolution_m) + 1
+    reach = np.full(radius + 1, -1, np.int64)
+    for g in range(radius + 1):
+        for h in range(radius, -1, -1):
+            if math.sqrt(g * g + h * h) * resolution_m <= limit:
+                reach[g] = h
+                break
+    return reach[: int(np.flatnonzero(reach >= 0).max()) + 1] if (reach >= 0).any() else reach[:0]
+
+
+def taxicab_reach(depth_px: int) -> np.ndarray:
+    """Reach table of a taxicab (4-neighbour steps) bound of ``depth_px``: reach[g] = depth_px - g."""
+    return np.arange(depth_px, -1, -1, dtype=np.int64)
+
+
+@numba.njit(**_JIT)
+def _within(source: np.ndarray, reach: np.ndarray) -> np.ndarray:
+    rows, cols = source.shape
+    radius = reach.size - 1
+    far = radius + 1
+    # row pass: horizontal distance (px) to the nearest source pixel in the same row, capped at radius + 1
+    g = np.empty((rows, cols), np.int32)
+    for i in range(rows):
+        d = far
+        for j in range(cols):
+            d = 0 if source[i, j] else min(d + 1, far)
+            g[i, j] = d
+        d = far
+        for j in range(cols - 1, -1, -1):
+            d = 0 if source[i, j] else min(d + 1, far)
+            if d < g[i, j]:
+                g[i, j] = d
+    # column pass: pixel (i, j) is within when some row i2 has |i - i2| <= reach[g[i2, j]]; sweep down with
+    # the furthest row reached from above, then up with the furthest reached from below
+    out = np.zeros((rows, cols), np.bool_)
+    down = np.full(cols, -1, np.int64)
+    for i in range(rows):
+        for j in range(cols):
+            gg = g[i, j]
+            if gg <= radius:
+                r = i + reach[gg]
+                if r > down[j]:
+                    down[j] = r
+            if down[j] >= i:
+                out[i, j] = True
+    up = np.full(cols, rows, np.int64)
+    for i in range(rows - 1, -1, -1):
+        for j in range(cols):
+            gg = g[i, j]
+            if gg <= radius:
+                r = i - reach[gg]
+                if r < up[j]:
+                    up[j] = r
+            if up[j] <= i:
+                out[i, j] = True
+    return out
+
+
+def within(source: np.ndarray, reach: np.ndarray) -> np.ndarray:
+    """True where a ``source`` pixel lies within the bound described by ``reach`` (``euclidean_reach`` or
+    ``taxicab_reach``); exact, and equal to a distance transform of the same array thresholded at the bound.
+
+    Parameters
+    ----------
+    source : numpy.ndarray
+        2-D bool.
+    reach : numpy.ndarray
+        int64, non-increasing: reach[g] is the vertical offset (px) allowed at a horizontal offset of g px.
+
+    Notes
+    -----
+    Four linear sweeps (two along rows, two down and up the columns, row by row), about 3 ns/px whatever the
+    bound; memory: an int32 and a bool array of the source's size. Exact for pixels at least len(reach) - 1
+    pixels from the array border or when the array is the whole landscape (the halo rule of DESIGN.md §9).
+    """
+    if reach.size == 0:
+        return np.zeros(source.shape, bool)
+    return _within(np.ascontiguousarray(source, dtype=bool), np.ascontiguousarray(reach, dtype=np.int64))
+
+
+# ------------------------------------------------------------------------------------------ degradation
+@numba.njit(**_JIT)
+def _flag_counts(flags: np.ndarray, eco: np.ndarray, face: np.ndarray, n_faces: int, n_eco: int,
+                 n_rules: int) -> np.ndarray:
+    out = np.zeros((n_faces, n_eco, 2 + 2 * n_rules), np.int64)
+    f_flat, e_flat, z_flat = flags.ravel(), eco.ravel(), face.ravel()
+    for k in range(f_flat.size):
+        e = e_flat[k]
+        if e < 0:
+            continue
+        z = z_flat[k]
+        fl = f_flat[k]
+        out[z, e, 0] += 1
+        if fl & 0xFF:
+            out[z, e, 1] += 1
+            for r in range(n_rules):
+                out[z, e, 2 + r] += (fl >> r) & 1
+        if fl >> 8:
+            for r in range(n_rules):
+                out[z, e, 2 + n_rules + r] += (fl >> (8 + r)) & 1
+    return out
+
+
+def flag_counts(flags: np.ndarray, eco: np.ndarray, face: np.ndarray, *, n_faces: int, n_eco: int,
+                n_rules: int) -> np.ndarray:
+    """Pixel counts (n_faces, n_eco, 2 + 2 R) of one chunk: natural in both years, degraded by any rule,
+    degraded per rule, improved per rule.
+
+    ``flags``: uint16, bit r = degraded by rule r, bit 8 + r = improved; ``eco``: the ecosystem index of pixels
+    natural in both years, -1 elsewhere; ``face``: zone face ids in [0, n_faces)."""
+    return _flag_counts(np.ascontiguousarray(flags), np.ascontiguousarray(eco), np.ascontiguousarray(face),
+                        n_faces, n_eco, n_rules)
+
+
+# ------------------------------------------------------------------------------------------ connectivity
+@numba.njit(**_JIT)
+def _class_edges(lc: np.ndarray, member: np.ndarray, first_class: int, reach: np.ndarray,
+                 halo: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rows, cols = lc.shape
+    mask = np.zeros((rows, cols), np.bool_)
+    other = np.zeros((rows, cols), np.bool_)
+    for i in range(rows):
+        for j in range(cols):
+            c = lc[i, j]
+            if member[c]:
+                mask[i, j] = True
+            elif c >= first_class:
+                other[i, j] = True
+    near = _within(other, reach)
+    h, w = rows - 2 * halo, cols - 2 * halo
+    inner = np.zeros((h, w), np.bool_)
+    core = np.zeros((h, w), np.uint8)
+    sides = np.zeros((h, w), np.uint8)
+    for i in range(h):
+        for j in range(w):
+            ii, jj = i + halo, j + halo
+            if mask[ii, jj]:
+                inner[i, j] = True
+                sides[i, j] = other[ii - 1, jj] + other[ii + 1, jj] + other[ii, jj - 1] + other[ii, jj + 1]
+                if not near[ii, jj]:
+                    core[i, j] = 1
+    return inner, core, sides
+
+
+def class_edges(lc: np.ndarray, member: np.ndarray, *, first_class: int, reach: np.ndarray,
+                halo: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One class group in one chunk with a halo: its pixels, core flags and edge sides, for the interior.
+
+    Parameters
+    ----------
+    lc : numpy.ndarray
+        uint8 class indices with a halo of ``halo`` >= 1 pixels (>= the reach's radius); classes below
+        ``first_class`` are unmapped (neither the group nor its edge).
+    member : numpy.ndarray
+        bool per class index: the group.
+    reach : numpy.ndarray
+        ``taxicab_reach(depth)``: core pixels are more than ``depth`` 4-neighbour steps from other mapped classes.
+
+    Returns
+    -------
+    inner : bool (interior) the group's pixels; core : uint8 (interior) 1 on core pixels;
+    sides : uint8 (interior) how many of a group pixel's 4 sides face another mapped class (pixel sides).
+    """
+    return _class_edges(np.ascontiguousarray(lc), member, first_class, np.ascontiguousarray(reach, dtype=np.int64),
+                        halo)
+
+
+@numba.njit(**_JIT)
+def _edge_sums(face: np.ndarray, inner: np.ndarray, core: np.ndarray, sides: np.ndarray,
+               n_faces: int) -> tuple[np.ndarray, np.ndarray]:
+    edge = np.zeros(n_faces, np.int64)
+    non_core = np.zeros(n_faces, np.int64)
+    rows, cols = face.shape
+    for i in range(rows):
+        for j in range(cols):
+            if inner[i, j]:
+                f = face[i, j]
+                edge[f] += sides[i, j]
+                non_core[f] += 1 - core[i, j]
+    return edge, non_core
+
+
+def edge_sums(face: np.ndarray, inner: np.ndarray, core: np.ndarray, sides: np.ndarray, *,
+              n_faces: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per zone face: edge sides (count of pixel sides) and non-core pixels of a group (``class_edges``)."""
+    return _edge_sums(np.ascontiguousarray(face), inner, core, sides, n_faces)
+
+
+# rule codes of ``degradation_flags``
+RULE_CODES = {"transition": 0, "condition": 1, "edge": 2, "small_patch": 3, "isolation": 4, "external": 5}
+
+
+@numba.njit(**_JIT)
+def _non_natural(lc: np.ndarray, natural: np.ndarray, first_class: int) -> np.ndarray:
+    out = np.zeros(lc.shape, np.bool_)
+    for i in range(lc.shape[0]):
+        for j in range(lc.shape[1]):
+            c = lc[i, j]
+            out[i, j] = c >= first_class and not natural[c]
+    return out
+
+
+def non_natural(lc: np.ndarray, natural: np.ndarray, *, first_class: int) -> np.ndarray:
+    """Mapped (class index >= first_class) pixels that are not natural: the edge rule's sources."""
+    return _non_natural(np.ascontiguousarray(lc), natural, first_class)
+
+
+@numba.njit(**_JIT)
+def _degradation_flags(lc_a, lc_b, small_a, small_b, near_a, near_b, large_near_a, large_near_b, ext_a, ext_b,
+                       has_ext_a, codes, natural, group, condition, ecosystem, transitions, h0, h1):
+    rows, cols = lc_a.shape[0] - 2 * h0, lc_a.shape[1] - 2 * h1
+    out = np.zeros((rows, cols), np.uint16)
+    for i in range(rows):
+        for j in range(cols):
+            ii, jj = i + h0, j + h1
+            ca, cb = lc_a[ii, jj], lc_b[ii, jj]
+            if not (natural[ca] and natural[cb]):
+                continue
+            v = 0
+            for r in range(codes.size):
+                code = codes[r]
+                worse = False
+                better = False
+                if code == 0:
+                    ga, gb = group[ca], group[cb]
+                    if ga >= 0 and gb >= 0:
+                        m = transitions[ga, gb]
+                        worse, better = m < 0, m > 0
+                elif code == 1:
+                    ra, rb = condition[ca], condition[cb]
+                    if ecosystem[ca] == ecosystem[cb] and ra >= 0 and rb >= 0:
+                        worse, better = rb < ra, rb > ra
+                elif code == 2:
+                    a, b = near_a[ii, jj], near_b[ii, jj]
+                    worse, better = b and not a, a and not b
+                elif code == 3:
+                    a, b = small_a[ii, jj], small_b[ii, jj]
+                    worse, better = b and not a, a and not b
+                elif code == 4:
+                    a, b = not large_near_a[ii, jj], not large_near_b[ii, jj]  # far from large patches
+                    worse, better = b and not a, a and not b
+                elif code == 5:
+                    b = ext_b[ii, jj]
+                    if has_ext_a:
+                        a = ext_a[ii, jj]
+                        worse, better = b and not a, a and not b
+                    else:
+                        worse = b
+                if worse:
+                    v |= 1 << r
+                if better:
+                    v |= 1 << (8 + r)
+            out[i, j] = v
+    return out
+
+
+def degradation_flags(lc_a: np.ndarray, lc_b: np.ndarray, *, rules: tuple[str, ...], halo: tuple[int, int],
+                      natural: np.ndarray, group: np.ndarray, condition: np.ndarray, ecosystem: np.ndarray,
+                      transitions: np.ndarray, small: tuple = (None, None), near: tuple = (None, None),
+                      large_near: tuple = (None, None), external: tuple = (None, None)) -> np.ndarray:
+    """Degradation rule bits of the chunk interior: bit r = degraded by rules[r], bit 8 + r = improved, on
+    pixels natural in both years (0 elsewhere); see pipeline/indicators/degradation.py for the rules.
+
+    All 2-D inputs are (year a, year b) pairs with a halo of ``halo`` (rows, columns) pixels: class indices,
+    ``small`` (in a small patch), ``near`` (within the edge depth of non-natural land), ``large_near`` (within
+    the isolation distance of a large patch), ``external`` (the external layer; year a may be None). Only the
+    pairs the rules need must be given."""
+    dummy = np.zeros((1, 1), np.bool_)
+
+    def arr(x):
+        return dummy if x is None else np.ascontiguousarray(x, dtype=np.bool_)
+
+    codes = np.array([RULE_CODES[r] for r in rules], np.int64)
+    return _degradation_flags(np.ascontiguousarray(lc_a), np.ascontiguousarray(lc_b), arr(small[0]), arr(small[1]),
+                              arr(near[0]), arr(near[1]), arr(large_near[0]), arr(large_near[1]), arr(external[0]),
+                              arr(external[1]), external[0] is not None, codes, natural, group, condition, ecosystem,
+                              transitions, halo[0], halo[1])
+
+
+# ------------------------------------------------------------------------------------------ mining
+@numba.njit(**_JIT)
+def _site_values(flags, natural_before, rights, surface, footprint_bits):
+    n_years, rows, cols = flags.shape
+    out = np.zeros((rows, cols), np.int16)
+    for i in range(rows):
+        for j in range(cols):
+            for t in range(n_years):
+                if flags[t, i, j] & footprint_bits:
+                    category = 3 - 2 * np.int64(rights[i, j]) - np.int64(surface[i, j])
+                    out[i, j] = (t + 1) * 8 + category * 2 + np.int64(natural_before[i, j])
+                    break
+    return out
+
+
+def site_values(flags: np.ndarray, natural_before: np.ndarray, rights: np.ndarray, surface: np.ndarray, *,
+                footprint_bits: int) -> np.ndarray:
+    """Per pixel of one chunk, int16: first-year index (1..n_years) * 8 + category (0..3) * 2 + natural in the
+    baseline year, on pixels of the mining footprint in any year (``flags`` (year, y, x) & footprint_bits);
+    0 elsewhere. Category: 0 = I (mining and surface rights), 1 = II (mining only), 2 = III, 3 = IV (neither)."""
+    if (flags.shape[0] + 1) * 8 > np.iinfo(np.int16).max:
+        raise ValueError(f"too many years for int16 site values: {flags.shape[0]}")
+    return _site_values(np.ascontiguousarray(flags), np.ascontiguousarray(natural_before, dtype=np.bool_),
+                        np.ascontiguousarray(rights, dtype=np.bool_), np.ascontiguousarray(surface, dtype=np.bool_),
+                        footprint_bits)
+
+
+@numba.njit(**_JIT)
+def _mining_counts(flags, lc, has_lc, eco_of_class, riparian, rights, surface, face, n_faces, n_sources, pair_a,
+                   pair_b, n_eco, footprint_bits):
+    n_years, rows, cols = flags.shape
+    n = n_sources
+    all_bits = (1 << n_sources) - 1
+    year = np.zeros((n_faces, n_years, 7 + n), np.int64)
+    period = np.zeros((n_faces, pair_a.size, 1 + n_eco), np.int64)
+    for i in range(rows):
+        for j in range(cols):
+            f = face[i, j]
+            category = 3 - 2 * np.int64(rights[i, j]) - np.int64(surface[i, j])
+            for t in range(n_years):
+                fl = np.int64(flags[t, i, j])
+                if fl & footprint_bits:
+                    year[f, t, 0] += 1
+                    if riparian[i, j]:
+                        year[f, t, 2 + n] += 1
+                    year[f, t, 3 + n + category] += 1
+                for s in range(n):
+                    year[f, t, 1 + s] += (fl >> s) & 1
+                if fl == all_bits:
+                    year[f, t, 1 + n] += 1
+            for p in range(pair_a.size):
+                a, b = pair_a[p], pair_b[p]
+                if flags[b, i, j] & footprint_bits:
+                    if not flags[a, i, j] & footprint_bits:
+                        period[f, p, 0] += 1
+                    if has_lc:
+                        e = eco_of_class[lc[a, i, j]]
+                        if e >= 0:
+                            period[f, p, 1 + e] += 1
+    return year, period
+
+
+def mining_counts(flags: np.ndarray, lc: np.ndarray | None, riparian: np.ndarray, rights: np.ndarray,
+                  surface: np.ndarray, face: np.ndarray, *, n_faces: int, n_sources: int, pairs: tuple,
+                  eco_of_class: np.ndarray | None, n_eco: int, footprint_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel counts of one chunk and zone layer: per year (n_faces, n_years, 7 + S): footprint, each source,
+    in all sources, riparian, categories I..IV; per period (n_faces, n_periods, 1 + n_eco): new mining, then
+    mining in the later year on land natural in the earlier one, by its ecosystem index (needs ``lc``).
+
+    ``flags``: uint8 (year, y, x), bit s = source s maps mining; ``pairs``: (earlier, later) year indices."""
+    has_lc = lc is not None
+    lc_arr = np.ascontiguousarray(lc) if has_lc else np.zeros((1, 1, 1), np.uint8)
+    eco = np.asarray(eco_of_class, np.int64) if has_lc else np.zeros(1, np.int64)
+    pair_a = np.array([a for a, _ in pairs], np.int64)
+    pair_b = np.array([b for _, b in pairs], np.int64)
+    return _mining_counts(np.ascontiguousarray(flags), lc_arr, has_lc, eco, np.ascontiguousarray(riparian, np.bool_),
+                          np.ascontiguousarray(rights, np.bool_), np.ascontiguousarray(surface, np.bool_),
+                          np.ascontiguousarray(face), n_faces, n_sources, pair_a, pair_b, n_eco, footprint_bits)

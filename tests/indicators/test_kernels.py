@@ -1,0 +1,85 @@
+"""The compiled kernels (pipeline/kernels.py) against the scipy functions they replace, on random arrays."""
+
+import numpy as np
+import pytest
+import shapely
+from scipy import ndimage
+
+from pipeline import blocks, kernels
+from pipeline.zones import ZoneLayer, zones_touched
+
+RNG = np.random.default_rng(20261125)
+SHAPES = [(1, 1), (1, 17), (17, 1), (2, 2), (9, 31), (40, 40), (64, 23)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("neighbourhood", [4, 8])
+def test_label_equals_scipy(shape, neighbourhood):
+    """Same labels (numbered by first pixel in row-major order), counts and first pixels as scipy."""
+    structure = ndimage.generate_binary_structure(2, 1 if neighbourhood == 4 else 2)
+    for density in (0.1, 0.45, 0.6, 0.9):
+        mask = RNG.random(shape) < density
+        want, n_want = ndimage.label(mask, structure)
+        got, n, count = kernels.label(mask, neighbourhood)
+        assert n == n_want
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(count[1:], np.bincount(want.ravel(), minlength=n + 1)[1:])
+        ids, first = np.unique(want.ravel(), return_index=True)
+        np.testing.assert_array_equal(kernels.first_pixels(got, n), first[ids > 0])
+
+
+def test_label_checkerboard_and_spiral():
+    """Worst cases for the provisional-label table (checkerboard) and for merging (a spiral)."""
+    board = (np.add.outer(np.arange(33), np.arange(35)) % 2).astype(bool)
+    for neighbourhood, expected in ((4, board.sum()), (8, 1)):
+        assert kernels.label(board, neighbourhood)[1] == expected
+    spiral = np.zeros((21, 21), bool)
+    top, left, bottom, right = 0, 0, 20, 20
+    while top <= bottom and left <= right:
+        spiral[top, left:right + 1] = spiral[top:bottom + 1, right] = True
+        spiral[bottom, left:right + 1] = True
+        spiral[top + 2:bottom + 1, left] = True
+        top, left, bottom, right = top + 2, left + 2, bottom - 2, right - 2
+    want, n = ndimage.label(spiral)
+    got, n_got, _ = kernels.label(spiral, 4)
+    assert n_got == n
+    np.testing.assert_array_equal(got, want)
+
+
+def test_histogram_rejects_values_on_patch_pixels_only():
+    lab = np.array([[1, 0], [0, 2]], np.int32)
+    hist = kernels.histogram(lab, np.array([[1, 99], [-5, 0]]), 2, 2)
+    np.testing.assert_array_equal(hist, [[0, 0], [0, 1], [1, 0]])
+    with pytest.raises(ValueError, match=r"\[0, 2\)"):
+        kernels.histogram(lab, np.array([[1, 0], [0, 7]]), 2, 2)
+
+
+@pytest.mark.parametrize("bound_m, resolution_m", [(0, 10), (30, 30), (45, 10), (100, 30), (100, 10), (250, 30)])
+def test_within_equals_euclidean_distance_transform(bound_m, resolution_m):
+    for shape in SHAPES:
+        for density in (0.0, 0.01, 0.2):
+            source = RNG.random(shape) < density
+            want = (ndimage.distance_transform_edt(~source, sampling=resolution_m) <= bound_m + 1e-9
+                    if source.any() else np.zeros(shape, bool))
+            got = kernels.within(source, kernels.euclidean_reach(bound_m, resolution_m))
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("depth", [0, 1, 3, 10])
+def test_within_equals_taxicab_distance_transform(depth):
+    for shape in SHAPES:
+        source = RNG.random(shape) < 0.05
+        if not source.any():
+            continue
+        want = ndimage.distance_transform_cdt(~source, metric="taxicab") <= depth
+        np.testing.assert_array_equal(kernels.within(source, kernels.taxicab_reach(depth)), want)
+
+
+def test_zones_touched_many_equals_zones_touched():
+    """Overlapping zones, a geometry across two zones, one inside one zone, one outside all."""
+    zones = (shapely.box(0, 0, 10, 10), shapely.box(5, 0, 20, 10), shapely.box(30, 30, 40, 40))
+    layer = ZoneLayer("z", ("a", "b", "c"), zones, zones, np.zeros((4, 3), bool))
+    geoms = [shapely.box(1, 1, 2, 2), shapely.box(4, 1, 12, 2), shapely.box(6, 1, 7, 2), shapely.box(50, 50, 51, 51),
+             shapely.box(29, 29, 31, 31), shapely.box(9, 1, 19, 2)]
+    assert blocks.zones_touched_many(geoms, layer) == [zones_touched(g, layer) for g in geoms]
+    assert blocks.zones_touched_many([], layer) == []
