@@ -62,6 +62,13 @@ def _flat(data, prefix: str = "") -> dict[str, object]:
     return {prefix: data}
 
 
+def _fetched_assets(manifest: dict) -> dict[str, list[tuple]]:
+    """Per fetched layer (landcover, ...): (asset id, update time) of every Earth Engine asset it was built from."""
+    layers = (manifest.get("fetch") or {}).get("layers", {})
+    return {role: sorted((a.get("id"), a.get("update_time")) for a in entry.get("assets", []))
+            for role, entry in layers.items()}
+
+
 def input_changes(a: dict, b: dict) -> pd.DataFrame:
     """One row per changed input between manifests ``a`` and ``b``: input, what changed, detail."""
     rows = []
@@ -76,6 +83,11 @@ def input_changes(a: dict, b: dict) -> pd.DataFrame:
     for key, role in (("product", "product"), ("name", "legend")):
         if legend_a.get(key) != legend_b.get(key):
             rows.append({"input": role, "change": f"legend {key}", "detail": f"{legend_a.get(key)} -> {legend_b.get(key)}"})
+    assets_a, assets_b = _fetched_assets(a), _fetched_assets(b)
+    for role in sorted(set(assets_a) | set(assets_b)):
+        if assets_a.get(role) != assets_b.get(role):
+            rows.append({"input": "product", "change": f"Earth Engine assets of {role}",
+                         "detail": f"{assets_a.get(role)} -> {assets_b.get(role)}"})
     grid_a, grid_b = a.get("grid", {}), b.get("grid", {})
     changed = [k for k in GRID_KEYS if grid_a.get(k) != grid_b.get(k)]
     if changed:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import rasterio
 
-from pipeline.compare import compare_runs, read_run
+from pipeline.compare import compare_runs, input_changes, read_run
 from pipeline.runner import run
 
 pytestmark = pytest.mark.xdist_group("compare")  # one worker builds the module's runs (make test: --dist loadgroup)
@@ -171,3 +171,14 @@ def test_cli_compare_without_manifest_fails_with_one_line(runs, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
     assert f"{empty}: no manifest.json" in lines[0]
     assert not out.exists()
+
+
+def test_changed_earth_engine_asset_is_a_product_change():
+    """Two runs fetched from different asset versions: the product is flagged with both versions."""
+    base = {"inputs": [], "legend": {"product": "P", "name": "l"}, "grid": {}, "config": {}}
+    fetched = {"layers": {"landcover": {"assets": [{"id": "projects/x/c6", "update_time": "2024-01-01T00:00:00Z"}]}}}
+    newer = {"layers": {"landcover": {"assets": [{"id": "projects/x/c6", "update_time": "2025-03-01T00:00:00Z"}]}}}
+    assert input_changes({**base, "fetch": fetched}, {**base, "fetch": fetched}).empty
+    changes = input_changes({**base, "fetch": fetched}, {**base, "fetch": newer})
+    assert changes["input"].tolist() == ["product"]
+    assert "2024-01-01" in changes["detail"].iloc[0] and "2025-03-01" in changes["detail"].iloc[0]
