@@ -39,6 +39,22 @@ def grid_and_stack(ds: Dataset, lg, chunk_px: int):
     return grid, stack
 
 
+def two_year_context(ds: Dataset, *, chunk_px: int, workers: int, indicators: dict, vectors=None):
+    """GDAL cache bounded; the lazy class-index stack of both generated years; a Context for ``indicators``
+    (settings per indicator) on a threaded scheduler. ``vectors(grid)`` returns the context's vector layers.
+    Returns (stack, ctx)."""
+    from rasterio.env import set_gdal_config
+
+    from pipeline.testing import make_config, make_context
+
+    set_gdal_config("GDAL_CACHEMAX", 256 * 2**20)
+    lg = legend()
+    grid, stack = grid_and_stack(ds, lg, chunk_px)
+    config = make_config(list(ds.params.years), indicators=indicators,
+                         compute={"scheduler": "threads", "workers": max(workers, 1)})
+    return stack, make_context(grid, lg, config, vectors=vectors(grid) if vectors else None)
+
+
 @contextmanager
 def stage_timers(stages: dict[str, float], targets: list[tuple[object, str, str]]):
     """Time the pipeline's steps by wrapping ``owner.attr`` in this process (pipeline/ is not modified).

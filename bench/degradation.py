@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 
-from bench.common import grid_and_stack, legend, no_comparison, ours_only, timed_compute
+from bench.common import no_comparison, ours_only, timed_compute, two_year_context
 from bench.generate import Dataset
 
 NAME = "degradation"
@@ -32,21 +32,13 @@ SETTINGS = {"rules": RULES, "neighbourhood": 8, "edge_depth_m": 100.0, "isolatio
 
 
 def run_ours(ds: Dataset, *, chunk_px: int, workers: int, **_) -> dict:
-    from rasterio.env import set_gdal_config
-
     from pipeline import blocks
     from pipeline.indicators import degradation
-    from pipeline.testing import make_config, make_context
 
-    set_gdal_config("GDAL_CACHEMAX", 256 * 2**20)
     p = ds.params
     stages: dict[str, float] = {}
     started = time.perf_counter()
-    lg = legend()
-    grid, stack = grid_and_stack(ds, lg, chunk_px)
-    config = make_config(list(p.years), indicators={"degradation": SETTINGS},
-                         compute={"scheduler": "threads", "workers": max(workers, 1)})
-    ctx = make_context(grid, lg, config)
+    stack, ctx = two_year_context(ds, chunk_px=chunk_px, workers=workers, indicators={"degradation": SETTINGS})
     # natural_patches: natural-land labels per year; flags_counts: one pass computing the rule flags, the counts
     # and the degraded-patch labels; degraded_patches: the patch attributes; polygons: the kept patches' shapes
     targets = [(degradation, "_patch_masks", "natural_patches"), (degradation, "_count", "flags_counts"),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 
-from bench.common import grid_and_stack, legend, no_comparison, ours_only, timed_compute
+from bench.common import no_comparison, ours_only, timed_compute, two_year_context
 from bench.generate import Dataset
 
 NAME = "mining"
@@ -31,25 +31,25 @@ SETTINGS = {"riparian_buffer_m": 500.0, "affected_distance_m": 100.0, "min_persi
 
 def run_ours(ds: Dataset, *, chunk_px: int, workers: int, **_) -> dict:
     import geopandas as gpd
-    from rasterio.env import set_gdal_config
 
     from pipeline import blocks
     from pipeline.indicators import mining, mining_sites
-    from pipeline.testing import make_config, make_context
 
-    set_gdal_config("GDAL_CACHEMAX", 256 * 2**20)
-    p = ds.params
     stages: dict[str, float] = {}
     started = time.perf_counter()
-    lg = legend()
-    grid, stack = grid_and_stack(ds, lg, chunk_px)
-    rivers = gpd.read_file(ds.rivers).to_crs(grid.crs)
-    stages["read_rivers"] = time.perf_counter() - started
-    config = make_config(list(p.years), indicators={"mining": SETTINGS},
-                         compute={"scheduler": "threads", "workers": max(workers, 1)})
-    ctx = make_context(grid, lg, config, vectors={"rivers": rivers})
+    read: dict = {}
+
+    def rivers_on(grid):
+        read["rivers"] = gpd.read_file(ds.rivers).to_crs(grid.crs)
+        stages["read_rivers"] = time.perf_counter() - started
+        return {"rivers": read["rivers"]}
+
+    stack, ctx = two_year_context(ds, chunk_px=chunk_px, workers=workers, indicators={"mining": SETTINGS},
+                                  vectors=rivers_on)
+    rivers = read["rivers"]
     # flags_counts: one pass computing the source flags, the counts and the compressed flags and site values;
-    # label_sites and polygons then read the compressed chunks; site_stats: buffers of sites near rivers
+    # label_sites and polygons then read the compressed chunks; site_stats: river km affected (exact
+    # segment intervals), zone intersections and geodesic lengths
     targets = [(mining, "_riparian_zone", "riparian_zone"), (mining, "_count", "flags_counts"),
                (mining_sites, "sites", "sites_other"), (blocks, "label_patches", "label_sites"),
                (blocks.Patches, "polygons", "polygons"), (mining_sites, "site_stats", "site_stats")]

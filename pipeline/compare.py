@@ -16,6 +16,7 @@ import pandas as pd
 from pipeline import outputs, trends
 from pipeline.errors import SourceError
 from pipeline.indicators import REGISTRY
+from pipeline.indicators.base import COLUMNS
 
 GRID_KEYS = ("crs_wkt", "transform", "shape", "resolution_m")
 GLOBAL_ROLES = ("config", "legend", "boundary", "product", "grid")  # roles that can move any number
@@ -40,9 +41,16 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
 def read_table(path: Path) -> pd.DataFrame:
     """A tidy indicator CSV with the key columns as strings and years as nullable integers."""
     text = ["landscape", "indicator", "metric", "unit", "zone_layer", "zone", "ecosystem", "class_from", "class_to"]
-    table = pd.read_csv(path, encoding=outputs.CSV_ENCODING, dtype={c: "string" for c in text})
-    for column in ("year", "year_from", "year_to"):
-        table[column] = table[column].astype("Int64")
+    try:
+        table = pd.read_csv(path, encoding=outputs.CSV_ENCODING, dtype={c: "string" for c in text})
+        missing = [c for c in COLUMNS if c not in table.columns]
+        if missing:
+            raise ValueError(f"columns {missing} are missing")
+        for column in ("year", "year_from", "year_to"):
+            table[column] = table[column].astype("Int64")
+    except (ValueError, TypeError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise SourceError(f"{path}: not a tidy indicator table of this pipeline ({exc}); rerun the landscape to "
+                          "rewrite it") from None
     return table
 
 

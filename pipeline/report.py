@@ -395,7 +395,11 @@ def load_run(config_path: Path, run_dir: Path | None = None) -> Run:
         raise SourceError(f"{run_dir}: no run to report on (manifest.json missing); run `make landscape={config.name}` first")
     manifest, table = read_run(run_dir)
     trends_path = run_dir / "trends.csv"
-    trend = pd.read_csv(trends_path, encoding=outputs.CSV_ENCODING, dtype={"from": str, "to": str}) if trends_path.is_file() else None
+    try:
+        trend = (pd.read_csv(trends_path, encoding=outputs.CSV_ENCODING, dtype={"from": str, "to": str})
+                 if trends_path.is_file() else None)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise SourceError(f"{trends_path}: unreadable ({exc}); rerun the landscape to rewrite it") from None
     return Run(run_dir, config, manifest, table, trend)
 
 

@@ -182,3 +182,13 @@ def test_changed_earth_engine_asset_is_a_product_change():
     changes = input_changes({**base, "fetch": fetched}, {**base, "fetch": newer})
     assert changes["input"].tolist() == ["product"]
     assert "2024-01-01" in changes["detail"].iloc[0] and "2025-03-01" in changes["detail"].iloc[0]
+
+
+def test_a_broken_indicator_csv_is_one_clear_error(tmp_path):
+    """A run folder whose CSV was damaged (e.g. saved back from a spreadsheet with columns removed)."""
+    from pipeline.errors import SourceError
+
+    (tmp_path / "manifest.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "conversion.csv").write_text("metric,value\nconverted_ha,1\n", encoding="utf-8")
+    with pytest.raises(SourceError, match=r"conversion.csv: not a tidy indicator table .*'landscape'"):
+        read_run(tmp_path)
