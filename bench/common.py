@@ -18,7 +18,9 @@ def legend():
 
 
 def _classify(block: np.ndarray, *, lut: np.ndarray) -> np.ndarray:
-    return lut[block]
+    from pipeline import kernels
+
+    return kernels.lookup(lut, block)
 
 
 def grid_and_stack(ds: Dataset, lg, chunk_px: int):

@@ -56,6 +56,33 @@ class Patches:
         return da.map_blocks(_relabel_block, self._mask, **self._task_kwargs(), dtype=np.int64,
                              meta=np.empty((0, 0), np.int64))
 
+    def mapped(self, table: np.ndarray) -> da.Array:
+        """Lazy ``table[global patch id]`` per pixel (``table``: shape (n_patches + 1,), any dtype), chunked like
+        the mask. The table is taken to each chunk's local labels first, so no global label array is made."""
+        if table.shape != (self.n_patches + 1,):
+            raise ValueError(f"table must have shape ({self.n_patches + 1},); got {table.shape}")
+        return da.map_blocks(_mapped_block, self._mask, table=dask.delayed(table, pure=True), **self._task_kwargs(),
+                             dtype=table.dtype, meta=np.empty((0, 0), table.dtype))
+
+    def face_counts(self, faces: list[da.Array], n_faces: tuple[int, ...]) -> list[sparse.csr_array]:
+        """Per zone layer, int64 sparse (n_patches + 1, n_faces) pixel counts of each patch in each face of the
+        layer's face ids (``faces``, chunked like the mask or rechunked to it). One pass: each chunk is
+        relabelled, counted by (local label, face) and mapped to global ids; no global label array is made."""
+        mask_blocks = self._mask.to_delayed()
+        face_blocks = [f.rechunk(self._mask.chunks).to_delayed() for f in faces]
+        kwargs = self._task_kwargs()
+        tasks = [dask.delayed(_block_face_counts, pure=True)(mask_blocks[i, j], *(f[i, j] for f in face_blocks),
+                                                              n_faces=tuple(n_faces), block_id=(i, j), **kwargs)
+                 for i in range(mask_blocks.shape[0]) for j in range(mask_blocks.shape[1])]
+        per_block = dask.compute(tasks)[0]
+        out = []
+        for k, nf in enumerate(n_faces):
+            ids = np.concatenate([blk[k][0] for blk in per_block])
+            face = np.concatenate([blk[k][1] for blk in per_block])
+            counts = np.concatenate([blk[k][2] for blk in per_block])
+            out.append(sparse.coo_array((counts, (ids, face)), shape=(self.n_patches + 1, nf)).tocsr())
+        return out
+
     def _task_kwargs(self) -> dict:
         """Arguments of the per-chunk relabelling tasks; the lookup tables are one shared graph key each."""
         return dict(neighbourhood=self.neighbourhood, lookup=dask.delayed(self._lookup, pure=True),
@@ -94,31 +121,45 @@ class Patches:
             dtype=object, meta=np.empty((0, 0), object), chunks=tuple((1,) * len(c) for c in self._mask.chunks),
         )
         by_id: dict[int, list[shapely.Geometry]] = defaultdict(list)
+        n_chunks: dict[int, int] = defaultdict(int)  # chunks a patch has pieces in
         for block in dask.compute(pieces)[0].flat:
+            for pid in {pid for pid, _ in block}:
+                n_chunks[pid] += 1
             for pid, geom in block:
                 by_id[pid].append(geom)
-        # simplify(0) drops the collinear vertices left at chunk edges; normalize fixes the vertex order
         matrix = (transform.a, -transform.b, transform.d, -transform.e, transform.c, transform.f)
         ids = sorted(by_id)
         batches = [ids[i:i + POLYGON_BATCH] for i in range(0, len(ids), POLYGON_BATCH)]
-        done = dask.compute(*[dask.delayed(_finish_polygons, traverse=False)([by_id[pid] for pid in batch], matrix)
-                              for batch in batches])
+        done = dask.compute(*[dask.delayed(_finish_polygons, traverse=False)(
+            [by_id[pid] for pid in batch], [n_chunks[pid] > 1 for pid in batch], matrix) for batch in batches])
         return {pid: geom for batch, geoms in zip(batches, done, strict=True)
                 for pid, geom in zip(batch, geoms, strict=True)}
 
 
-def _finish_polygons(pieces: list[list[shapely.Geometry]], matrix: tuple[float, ...]) -> list[shapely.Geometry]:
-    """Each patch's pieces (whole-array pixel coordinates) unioned, simplified with tolerance 0, put in map
-    coordinates by the affine ``matrix`` (as ``shapely.affinity.affine_transform``) and normalised."""
+def _finish_polygons(pieces: list[list[shapely.Geometry]], across_chunks: list[bool],
+                     matrix: tuple[float, ...]) -> list[shapely.Geometry]:
+    """Each patch's pieces (whole-array pixel coordinates) joined, put in map coordinates by the affine
+    ``matrix`` (as ``shapely.affinity.affine_transform``) and normalised.
+
+    Pieces from different chunks share edges along the chunk seams: they are unioned and simplified with
+    tolerance 0 (dropping the collinear vertices left on the seams). Pieces of one chunk are GDAL's 4-connected
+    regions of the patch, which touch at most at corners, and have a vertex only where the boundary turns:
+    they are the parts of the patch as they are, and normalising gives the geometry the union would."""
     a, b, d, e, xoff, yoff = matrix
 
     def to_map(coords: np.ndarray) -> np.ndarray:  # the arithmetic of shapely.affinity.affine_transform, 2-D
         x, y = coords.T
         return np.stack([a * x + b * y + xoff, d * x + e * y + yoff]).T
 
-    unions = np.empty(len(pieces), dtype=object)
-    unions[:] = [shapely.union_all(p) for p in pieces]
-    return list(shapely.normalize(shapely.transform(shapely.simplify(unions, 0), to_map)))
+    joined = np.empty(len(pieces), dtype=object)
+    joined[:] = [p[0] if len(p) == 1 else None if across else shapely.multipolygons(p)
+                 for p, across in zip(pieces, across_chunks, strict=True)]
+    seams = np.flatnonzero(across_chunks)
+    if seams.size:
+        unions = np.empty(seams.size, dtype=object)
+        unions[:] = [shapely.union_all(pieces[i]) for i in seams]
+        joined[seams] = shapely.simplify(unions, 0)
+    return list(shapely.normalize(shapely.transform(joined, to_map)))
 
 
 def label_patches(mask: da.Array, *, neighbourhood: int = 8, values: da.Array | None = None,
@@ -286,6 +327,30 @@ def _cell(obj: object) -> np.ndarray:
 def _block_lookup(lookup: np.ndarray, offsets: np.ndarray, nbx: int, block_id: tuple[int, int]) -> np.ndarray:
     b = block_id[0] * nbx + block_id[1]
     return np.concatenate([[0], lookup[offsets[b]:offsets[b + 1]]])
+
+
+def _mapped_block(block: np.ndarray, *, table: np.ndarray, neighbourhood: int, lookup: np.ndarray,
+                  offsets: np.ndarray, nbx: int, block_id: tuple[int, int]) -> np.ndarray:
+    """``table`` of each pixel's global patch id, for one chunk (see Patches.mapped)."""
+    return table[_block_lookup(lookup, offsets, nbx, block_id)][kernels.label(block, neighbourhood)[0]]
+
+
+def _block_face_counts(block: np.ndarray, *faces: np.ndarray, n_faces: tuple[int, ...], neighbourhood: int,
+                       lookup: np.ndarray, offsets: np.ndarray, nbx: int, block_id: tuple[int, int]) -> list[tuple]:
+    """One chunk, per face layer: (global patch id, face, pixel count) of every patch part present."""
+    lab, n_local, _ = kernels.label(block, neighbourhood)
+    to_global = _block_lookup(lookup, offsets, nbx, block_id)
+    out = []
+    for face, nf in zip(faces, n_faces, strict=True):
+        if (n_local + 1) * nf <= 4 * lab.size:  # a (label, face) table no bigger than a few chunk arrays
+            table = kernels.label_face_counts(lab, face, n_labels=n_local, n_faces=nf)
+            local, f = np.nonzero(table)
+            out.append((to_global[local], f, table[local, f]))
+        else:
+            inside = lab > 0
+            keys, counts = np.unique(lab[inside].astype(np.int64) * nf + face[inside], return_counts=True)
+            out.append((to_global[keys // nf], keys % nf, counts))
+    return out
 
 
 def _relabel_block(block: np.ndarray, *, neighbourhood: int, lookup: np.ndarray, offsets: np.ndarray,

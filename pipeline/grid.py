@@ -98,6 +98,37 @@ class LandscapeGrid:
         t = self.tile_transform(tile.row_off, tile.col_off)
         return shapely.box(t.c, t.f + t.e * tile.height, t.c + t.a * tile.width, t.f)
 
+    def tile_pieces(self, polygons: list[shapely.Geometry]) -> Iterator[tuple[Tile, list[tuple[int, shapely.Geometry]]]]:
+        """Every chunk with the pieces of ``polygons`` inside it: (index into ``polygons``, polygonal part of the
+        polygon inside the chunk).
+
+        GDAL's rasteriser walks every edge of a shape on every row it burns, so rasterising a landscape-wide
+        polygon (a dissolved riparian zone, a district) in every chunk costs vertices x chunks. Cutting first
+        to the row of chunks, then to the chunk, keeps each chunk's pieces local. The cut lines lie on pixel
+        edges, so which pixel centres fall inside does not change. (``shapely.clip_by_rect`` is faster but
+        can fail on valid input with a 3-point ring, so the cut is an intersection.)"""
+        polygons = list(polygons)
+        tree = shapely.STRtree(polygons) if polygons else None
+        left, _, right, _ = self.bounds
+        row_off = 0
+        for iy, height in enumerate(self.chunks[0]):
+            top = self.transform.f + self.transform.e * row_off
+            bottom = top + self.transform.e * height
+            row_box = shapely.box(left, bottom, right, top)
+            hits = np.sort(tree.query(row_box, predicate="intersects")) if tree else np.array([], int)
+            strip = _polygonal_cut(np.asarray([polygons[i] for i in hits], dtype=object), row_box)
+            strip_bounds = shapely.bounds(strip) if len(hits) else np.zeros((0, 4))
+            col_off = 0
+            for ix, width in enumerate(self.chunks[1]):
+                tile = Tile(iy, ix, row_off, col_off, height, width)
+                x0 = self.transform.c + self.transform.a * col_off
+                x1 = x0 + self.transform.a * width
+                near = np.flatnonzero((strip_bounds[:, 0] <= x1) & (strip_bounds[:, 2] >= x0))
+                pieces = _polygonal_cut(strip[near], shapely.box(x0, bottom, x1, top)) if near.size else []
+                yield tile, [(int(hits[k]), g) for k, g in zip(near, pieces, strict=True) if not g.is_empty]
+                col_off += width
+            row_off += height
+
     def with_chunks(self, chunk_px: int) -> LandscapeGrid:
         return LandscapeGrid(self.crs, self.transform, self.shape, chunk_px, self.areal_scale, self.areal_scale_spread)
 
@@ -217,3 +248,13 @@ def _source_resolution_m(source_crs: CRS, transform: Affine, boundary: shapely.G
     lonlat = Transformer.from_crs(boundary_crs, "EPSG:4326", always_xy=True)
     lat = lonlat.transform(boundary.centroid.x, boundary.centroid.y)[1]
     return float(round(abs(transform.a) * 111_320 * math.cos(math.radians(lat)), 3))
+
+
+def _polygonal_cut(polygons: np.ndarray, box: shapely.Polygon) -> np.ndarray:
+    """Each polygon intersected with ``box``, keeping only the polygonal part (a shared edge or corner would
+    otherwise come back as a line or point, which a rasteriser burns as pixels)."""
+    cut = shapely.intersection(polygons, box)
+    for i in np.flatnonzero(~np.isin(shapely.get_type_id(cut), (3, 6))):  # not a (multi)polygon
+        parts = [p for p in shapely.get_parts(cut[i]) if shapely.get_type_id(p) in (3, 6)]
+        cut[i] = shapely.union_all(parts) if parts else shapely.Polygon()
+    return cut

@@ -9,6 +9,9 @@ name says otherwise; callers convert metres to pixels (``euclidean_reach``, ``ta
   sweeps instead of a distance transform; memory is two chunk-sized arrays.
 - ``class_edges`` / ``edge_sums`` (connectivity), ``degradation_flags`` / ``flag_counts`` (degradation),
   ``site_values`` / ``mining_counts`` (mining): one loop over a chunk instead of many numpy temporaries.
+- ``label_face_counts``: pixels per (chunk-local patch label, zone face), for patch parts per zone.
+- ``lookup``: a table indexed by every pixel (product codes to class indices).
+- ``merge_intervals``: sorted intervals merged per owner (river km affected, mining_sites.lines_within).
 """
 
 from __future__ import annotations
@@ -541,3 +544,56 @@ def mining_counts(flags: np.ndarray, lc: np.ndarray | None, riparian: np.ndarray
     return _mining_counts(np.ascontiguousarray(flags), lc_arr, has_lc, eco, np.ascontiguousarray(riparian, np.bool_),
                           np.ascontiguousarray(rights, np.bool_), np.ascontiguousarray(surface, np.bool_),
                           np.ascontiguousarray(face), n_faces, n_sources, pair_a, pair_b, n_eco, footprint_bits)
+
+
+@numba.njit(**_JIT)
+def _merge_intervals(seg: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    out_seg, out_lo, out_hi = np.empty_like(seg), np.empty_like(lo), np.empty_like(hi)
+    k = -1
+    for i in range(len(seg)):
+        if k >= 0 and seg[i] == out_seg[k] and lo[i] <= out_hi[k]:
+            out_hi[k] = max(out_hi[k], hi[i])
+        else:
+            k += 1
+            out_seg[k], out_lo[k], out_hi[k] = seg[i], lo[i], hi[i]
+    return out_seg[: k + 1], out_lo[: k + 1], out_hi[: k + 1]
+
+
+def merge_intervals(seg: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Intervals [lo, hi] of owners ``seg`` (int64; sorted by seg, then lo) with overlapping or touching ones of
+    the same owner merged: (seg, lo, hi) of the merged intervals, in the same order."""
+    return _merge_intervals(seg, lo, hi)
+
+
+@numba.njit(**_JIT)
+def _label_face_counts(lab: np.ndarray, face: np.ndarray, n_labels: int, n_faces: int) -> np.ndarray:
+    out = np.zeros((n_labels + 1, n_faces), np.int64)
+    rows, cols = lab.shape
+    for i in range(rows):
+        for j in range(cols):
+            if lab[i, j]:
+                out[lab[i, j], face[i, j]] += 1
+    return out
+
+
+def label_face_counts(lab: np.ndarray, face: np.ndarray, *, n_labels: int, n_faces: int) -> np.ndarray:
+    """Pixels of each label (1..n_labels) in each face (0..n_faces - 1): int64 (n_labels + 1, n_faces), row 0
+    (background) zero. Memory is the table, so callers keep n_labels x n_faces near the chunk size."""
+    return _label_face_counts(lab, face, n_labels, n_faces)
+
+
+@numba.njit(**_JIT)
+def _lookup(table: np.ndarray, values: np.ndarray) -> np.ndarray:
+    out = np.empty(values.shape, table.dtype)
+    flat_in, flat_out = values.ravel(), out.ravel()
+    for k in range(flat_in.size):
+        flat_out[k] = table[flat_in[k]]
+    return out
+
+
+def lookup(table: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``table[values]`` for unsigned integer ``values`` of any shape, ~4x numpy's fancy indexing (land-cover codes to
+    class indices on every read). Every value must be a valid index of ``table`` (not checked)."""
+    if values.dtype.kind != "u" or not values.flags.c_contiguous:
+        return table[values]
+    return _lookup(table, values)

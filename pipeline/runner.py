@@ -20,7 +20,7 @@ import shapely
 import xarray as xr
 from rasterio.env import set_gdal_config
 
-from pipeline import __version__, align, cluster, outputs, sensitivity, trends
+from pipeline import __version__, align, cluster, kernels, outputs, sensitivity, trends
 from pipeline.config import LandscapeConfig
 from pipeline.errors import ConfigError
 from pipeline.fetch import fetch_record
@@ -291,7 +291,7 @@ def _write_local(graph: AlignGraph, grid, colormap, *, in_flight: int, gathered:
 
 
 def _classify(block: np.ndarray, *, lut: np.ndarray) -> np.ndarray:
-    return lut[block]
+    return kernels.lookup(lut, block)
 
 
 def _colormap(legend: Legend) -> dict[int, tuple[int, int, int, int]]:

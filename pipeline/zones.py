@@ -45,14 +45,11 @@ class ZoneLayer:
 
     def face_ids(self, grid: LandscapeGrid) -> da.Array:
         """Lazy int32 face id per pixel with the grid's chunks; rasterised per chunk (pixel-centre rule)."""
-        tree = shapely.STRtree(list(self.faces)) if self.faces else None
         rows = []
-        for tile in grid.tiles():
+        for tile, pieces in grid.tile_pieces(list(self.faces)):
             if tile.ix == 0:
                 rows.append([])
-            box = grid.tile_box(tile)
-            hits = tree.query(box, predicate="intersects") if tree is not None else np.array([], dtype=int)
-            shapes = tuple((self.faces[i], int(i) + 1) for i in sorted(hits))
+            shapes = tuple((piece, i + 1) for i, piece in pieces)
             task = dask.delayed(_rasterize_faces, pure=True)(shapes, grid, tile)
             rows[-1].append(da.from_delayed(task, shape=(tile.height, tile.width), dtype=np.int32))
         return da.block(rows)

@@ -116,16 +116,6 @@ def _year_counts(lc: np.ndarray, faces: tuple[np.ndarray, ...], tables: np.ndarr
     return out
 
 
-def _part_counts(labels: np.ndarray, *faces: np.ndarray, n_faces: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """One chunk: per zone layer, the (patch * n_faces + face) keys present and their pixel counts."""
-    inside = labels > 0
-    out = []
-    for face, nf in zip(faces, n_faces, strict=True):
-        keys, counts = np.unique(labels[inside].astype(np.int64) * nf + face[inside], return_counts=True)
-        out.append((keys, counts))
-    return out
-
-
 def class_metrics(parts_px: np.ndarray, *, area_px: int, edge_sides: int, core_px: int, pixel_ha: float,
                   resolution_m: float) -> dict[str, float]:
     """FRAGSTATS class-level metrics from patch (part) sizes in pixels and the zone's mapped area.
@@ -182,21 +172,11 @@ def year_group_stats(lc: da.Array, ctx: Context, tables: np.ndarray, *, depth: i
 def _zone_parts(patches: blocks.Patches, ctx: Context) -> list[sparse.csr_array]:
     """Per zone layer, sparse (n_patches + 1, n_zones) pixel counts of each patch inside each zone."""
     layers = [z for z in ctx.zones if z.name != LANDSCAPE]
-    n = patches.n_patches + 1
     result: dict[str, sparse.csr_array] = {}
     if layers:
-        labels = patches.labels()
-        faces = [ctx.face_ids[z.name].rechunk(labels.chunks).to_delayed().ravel() for z in layers]
-        n_faces = tuple(z.n_faces for z in layers)
-        tasks = [dask.delayed(_part_counts, pure=True)(b, *(f[i] for f in faces), n_faces=n_faces)
-                 for i, b in enumerate(labels.to_delayed().ravel())]
-        per_block = dask.compute(tasks)[0]
-        for k, layer in enumerate(layers):
-            keys = np.concatenate([blk[k][0] for blk in per_block])
-            counts = np.concatenate([blk[k][1] for blk in per_block])
-            by_face = sparse.coo_array((counts, (keys // layer.n_faces, keys % layer.n_faces)),
-                                       shape=(n, layer.n_faces)).tocsr()
-            result[layer.name] = (by_face @ sparse.csr_array(layer.member.astype(np.int64))).tocsr()
+        by_face = patches.face_counts([ctx.face_ids[z.name] for z in layers], tuple(z.n_faces for z in layers))
+        for layer, counts in zip(layers, by_face, strict=True):
+            result[layer.name] = (counts @ sparse.csr_array(layer.member.astype(np.int64))).tocsr()
     out = []
     for z in ctx.zones:
         if z.name == LANDSCAPE:

@@ -26,7 +26,6 @@ from pipeline import blocks
 from pipeline.config import ECOSYSTEMS
 from pipeline.indicators.base import ALL_NATURAL, Context, IndicatorResult, tidy
 from pipeline.legend import FIRST_CLASS, UNMAPPED, Legend
-from pipeline.zones import zones_touched
 
 NAME = "conversion"
 NEEDS_LANDCOVER = True
@@ -190,7 +189,7 @@ def conversion_patches(stack: da.Array, ctx: Context, *, ia: int, ib: int, year_
         })
     frame = gpd.GeoDataFrame(records, geometry="geometry", crs=ctx.grid.crs)
     for layer in ctx.zones:
-        frame[layer.name] = [zones_touched(geom, layer) for geom in frame.geometry]
+        frame[layer.name] = blocks.zones_touched_many(frame.geometry.to_numpy(), layer)
     return frame[[*columns, "geometry"]]
 
 

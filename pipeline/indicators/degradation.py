@@ -42,6 +42,7 @@ NEEDS_LANDCOVER = True
 PATCH_LAYER = "degraded_patches"
 ZONE_METRICS = ("degraded_ha_any", "degraded_pct_any")
 MIN_PATCH_HA = 0.5  # smallest degraded patch written to the GeoPackage (every pixel counts in the CSV)
+SMALL, LARGE = 1, 2  # size bits of a natural patch (_patch_masks): below small_patch_ha, above large_patch_ha
 
 
 def halo_px(cfg: DegradationConfig, resolution_m: float) -> int:
@@ -97,10 +98,6 @@ def _unpack(packed: bytes, shape: tuple[int, int]) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ compute
-def _patch_class(labels: da.Array, sizes: np.ndarray) -> da.Array:
-    return labels.map_blocks(_lookup, table=dask.delayed(sizes, pure=True), dtype=bool, meta=np.empty((0, 0), bool))
-
-
 def _lookup(block: np.ndarray, *, table: np.ndarray) -> np.ndarray:
     return table[block]
 
@@ -162,10 +159,12 @@ def _patch_masks(lc: da.Array, years: list[int], cfg: DegradationConfig, ctx: Co
     for i, year in enumerate(years):
         natural = lc[i].map_blocks(_lookup, table=ctx.legend.natural, dtype=bool)
         patches = blocks.label_patches(natural, neighbourhood=cfg.neighbourhood)
-        labels = patches.labels()
         size_ha = patches.pixel_count * px
-        out[("small", year)] = _patch_class(labels, (size_ha < cfg.small_patch_ha) & (patches.pixel_count > 0))
-        out[("large", year)] = _patch_class(labels, size_ha > cfg.large_patch_ha)
+        small = (size_ha < cfg.small_patch_ha) & (patches.pixel_count > 0)
+        size_bits = (small * SMALL | (size_ha > cfg.large_patch_ha) * LARGE).astype(np.uint8)
+        per_pixel = patches.mapped(size_bits)  # one relabelling serves both masks
+        out[("small", year)] = (per_pixel & SMALL) > 0
+        out[("large", year)] = (per_pixel & LARGE) > 0
     return out
 
 

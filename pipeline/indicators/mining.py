@@ -272,8 +272,16 @@ def _dissolved(ctx: Context, key: str) -> shapely.Geometry | None:
 
 
 def _rasterized_mask(ctx: Context, geom: shapely.Geometry | None) -> da.Array:
+    """Lazy bool mask of a dissolved polygon, rasterised per chunk from its pieces clipped to the chunk
+    (a riparian zone spans the landscape: ``LandscapeGrid.tile_pieces``)."""
     parts = [] if geom is None else [p for p in shapely.get_parts(geom) if not p.is_empty]
-    return per_chunk(ctx.grid, parts, _mask_block, bool)
+    rows = []
+    for tile, pieces in ctx.grid.tile_pieces(parts):
+        if tile.ix == 0:
+            rows.append([])
+        task = dask.delayed(_mask_block, pure=True)(tuple(piece for _, piece in pieces), ctx.grid, tile)
+        rows[-1].append(da.from_delayed(task, shape=(tile.height, tile.width), dtype=bool))
+    return da.block(rows)
 
 
 def _count_block(flags: np.ndarray, lc: np.ndarray | None, riparian: np.ndarray, rights: np.ndarray,

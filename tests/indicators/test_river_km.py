@@ -21,6 +21,11 @@ def test_river_through_a_site_and_deep_inside_a_large_one():
     big = shapely.box(0, 0, 1000, 1000)  # the middle of the river is more than 100 m from every edge
     river = shapely.LineString([(-500, 500), (200, 500), (1500, 500)])  # a vertex inside the site
     assert lines_within(river, [big], 100).length == pytest.approx(1200)
+    # a whole segment (400..600) more than 100 m from every edge: no capsule reaches it, only its midpoint test
+    river = shapely.LineString([(-500, 500), (400, 500), (600, 500), (1500, 500)])
+    assert lines_within(river, [big], 100).length == pytest.approx(1200)
+    # two overlapping sites: the edge of one inside the other adds nothing; the river is inside from -100 m to 1,100 m
+    assert lines_within(river, [big, shapely.box(100, 400, 1000, 600)], 100).length == pytest.approx(1200)
 
 
 def test_overlapping_reaches_count_once_and_far_rivers_not_at_all():

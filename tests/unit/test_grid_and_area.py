@@ -107,3 +107,26 @@ def test_chunks_cover_the_grid_exactly():
     tiles = list(grid.tiles())
     assert sum(t.height * t.width for t in tiles) == 1000 * 701
     assert np.all([grid.tile_transform(t.row_off, t.col_off).c == t.col_off * 30 for t in tiles])
+
+
+@pytest.mark.parametrize("chunk_px", [1, 3, 7, 64])
+def test_tile_pieces_rasterise_like_the_whole_polygons(chunk_px):
+    """Rasterising each chunk's pieces (LandscapeGrid.tile_pieces) gives the pixels of rasterising the whole
+    polygons: a river-like band with a hole, boxes sharing edges with chunk lines, a polygon outside the grid."""
+    from rasterio.features import rasterize
+
+    grid = LandscapeGrid(CRS.from_epsg(6933), Affine(30, 0, 1000, 0, -30, 5000), (20, 23), chunk_px)
+    band = shapely.LineString([(1000, 4700), (1400, 4300), (1700, 4500)]).buffer(70, quad_segs=16)
+    band = shapely.difference(band, shapely.box(1320, 4330, 1390, 4420))
+    edge_box = shapely.box(1000 + 30 * 3, 5000 - 30 * 9, 1000 + 30 * 7, 5000 - 30 * 3)  # on pixel (and chunk) lines
+    polygons = [band, edge_box, shapely.box(9000, 9000, 9100, 9100)]
+    whole = rasterize([(g, i + 1) for i, g in enumerate(polygons)], out_shape=grid.shape, transform=grid.transform)
+    pieced = np.zeros(grid.shape, whole.dtype)
+    for tile, pieces in grid.tile_pieces(polygons):
+        assert all(shapely.get_type_id(g) in (3, 6) for _, g in pieces)  # never a line a rasteriser would burn
+        if pieces:
+            pieced[tile.row_off:tile.row_off + tile.height, tile.col_off:tile.col_off + tile.width] = rasterize(
+                [(g, i + 1) for i, g in pieces], out_shape=(tile.height, tile.width),
+                transform=grid.tile_transform(tile.row_off, tile.col_off))
+    np.testing.assert_array_equal(pieced, whole)
+    assert (whole == 1).sum() > 20 and (whole == 2).sum() == 24
