@@ -42,6 +42,7 @@ NEEDS_LANDCOVER = True
 PATCH_LAYER = "degraded_patches"
 ZONE_METRICS = ("degraded_ha_any", "degraded_pct_any")
 MIN_PATCH_HA = 0.5  # smallest degraded patch written to the GeoPackage (every pixel counts in the CSV)
+BATCH_ROWS = 3  # rows of chunks computed together in the rule pass (_count)
 SMALL, LARGE = 1, 2  # size bits of a natural patch (_patch_masks): below small_patch_ha, above large_patch_ha
 
 
@@ -183,9 +184,15 @@ def _count(flags: da.Array, lc_a: da.Array, lc_b: da.Array, ctx: Context, *,
     parts = [dask.delayed(_period_block, pure=True, nout=3)(
         flag_blocks[i], a_blocks[i], b_blocks[i], *(f[i] for f in faces), n_faces=n_faces, n_rules=n_rules,
         natural=ctx.legend.natural, ecosystem=np.maximum(ctx.legend.ecosystem, 0)) for i in range(len(flag_blocks))]
-    counts, stats, packed = dask.compute(blocks.tree_sum([p[0] for p in parts]), [p[1] for p in parts],
-                                         [p[2] for p in parts])
     nby, nbx = flags.numblocks
+    counts, stats, packed = None, [], []
+    step = BATCH_ROWS * nbx  # a few rows of chunks per compute: memory stays bounded by the rows, not the landscape
+    for start in range(0, len(parts), step):
+        batch = parts[start:start + step]
+        c, s, p = dask.compute(blocks.tree_sum([b[0] for b in batch]), [b[1] for b in batch], [b[2] for b in batch])
+        counts = c if counts is None else [x + y for x, y in zip(counts, c, strict=True)]
+        stats += s
+        packed += p
     grid_stats = np.empty((nby, nbx), object)
     for i, s in enumerate(stats):
         grid_stats.flat[i] = s
