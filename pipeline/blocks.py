@@ -40,6 +40,9 @@ class Patches:
         int64 (n_patches + 1, n_values): pixels of each value per patch id, row 0 always 0; None without values.
     neighbourhood : int
         4 (pixels joined through edges) or 8 (through edges and corners).
+    face_parts : tuple of scipy.sparse.csr_array or None
+        Per zone layer summarised with the patches (label_patches ``faces``, block_stats ``faces``): int64
+        (n_patches + 1, n_faces) pixels of each patch in each face; None when no face ids were given.
     """
 
     n_patches: int
@@ -49,6 +52,7 @@ class Patches:
     _mask: da.Array = field(repr=False)
     _lookup: np.ndarray = field(repr=False)  # global patch id of each chunk-local label, all chunks in turn
     _offsets: np.ndarray = field(repr=False)  # chunk b's local label k is _lookup[_offsets[b] + k - 1]
+    face_parts: tuple[sparse.csr_array, ...] | None = field(default=None, repr=False)
 
     def labels(self) -> da.Array:
         """Lazy int64 array of global patch ids (0 = background), chunked like the mask; each task
@@ -63,25 +67,6 @@ class Patches:
             raise ValueError(f"table must have shape ({self.n_patches + 1},); got {table.shape}")
         return da.map_blocks(_mapped_block, self._mask, table=dask.delayed(table, pure=True), **self._task_kwargs(),
                              dtype=table.dtype, meta=np.empty((0, 0), table.dtype))
-
-    def face_counts(self, faces: list[da.Array], n_faces: tuple[int, ...]) -> list[sparse.csr_array]:
-        """Per zone layer, int64 sparse (n_patches + 1, n_faces) pixel counts of each patch in each face of the
-        layer's face ids (``faces``, chunked like the mask or rechunked to it). One pass: each chunk is
-        relabelled, counted by (local label, face) and mapped to global ids; no global label array is made."""
-        mask_blocks = self._mask.to_delayed()
-        face_blocks = [f.rechunk(self._mask.chunks).to_delayed() for f in faces]
-        kwargs = self._task_kwargs()
-        tasks = [dask.delayed(_block_face_counts, pure=True)(mask_blocks[i, j], *(f[i, j] for f in face_blocks),
-                                                              n_faces=tuple(n_faces), block_id=(i, j), **kwargs)
-                 for i in range(mask_blocks.shape[0]) for j in range(mask_blocks.shape[1])]
-        per_block = dask.compute(tasks)[0]
-        out = []
-        for k, nf in enumerate(n_faces):
-            ids = np.concatenate([blk[k][0] for blk in per_block])
-            face = np.concatenate([blk[k][1] for blk in per_block])
-            counts = np.concatenate([blk[k][2] for blk in per_block])
-            out.append(sparse.coo_array((counts, (ids, face)), shape=(self.n_patches + 1, nf)).tocsr())
-        return out
 
     def _task_kwargs(self) -> dict:
         """Arguments of the per-chunk relabelling tasks; the lookup tables are one shared graph key each."""
@@ -163,7 +148,7 @@ def _finish_polygons(pieces: list[list[shapely.Geometry]], across_chunks: list[b
 
 
 def label_patches(mask: da.Array, *, neighbourhood: int = 8, values: da.Array | None = None,
-                  n_values: int = 0) -> Patches:
+                  n_values: int = 0, faces: tuple[da.Array, ...] = (), n_faces: tuple[int, ...] = ()) -> Patches:
     """Label connected components of a 2-D dask mask over the whole array.
 
     A patch cut by any number of chunk edges is one patch. Patch ids are 1..n in the row-major order of
@@ -179,6 +164,9 @@ def label_patches(mask: da.Array, *, neighbourhood: int = 8, values: da.Array | 
         Integer array of the same shape (e.g. dense class indices), values in [0, n_values) on patch pixels.
     n_values : int
         Number of distinct values; required with ``values``.
+    faces, n_faces : tuple of dask.array.Array, tuple of int
+        Zone face ids (values in [0, n_faces[k])) of any number of zone layers: ``Patches.face_parts`` then
+        holds each layer's pixels per (patch, face).
 
     Returns
     -------
@@ -207,8 +195,10 @@ def label_patches(mask: da.Array, *, neighbourhood: int = 8, values: da.Array | 
             raise ValueError(f"values must be integers of shape {mask.shape} with n_values >= 1; got "
                              f"{values.dtype} {values.shape}, n_values={n_values}")
         args.append(values.rechunk(mask.chunks))
+    args += [f.rechunk(mask.chunks) for f in faces]
     stats = da.map_blocks(
-        _block_stats_cell, *args, neighbourhood=neighbourhood, n_values=n_values, dtype=object,
+        _block_stats_cell, *args, has_values=values is not None, neighbourhood=neighbourhood, n_values=n_values,
+        n_faces=tuple(n_faces), dtype=object,
         meta=np.empty((0, 0), object), chunks=tuple((1,) * len(c) for c in mask.chunks),
     )
     return patches_from_stats(dask.compute(stats)[0], mask, neighbourhood=neighbourhood)
@@ -225,7 +215,14 @@ def patches_from_stats(stats: np.ndarray, mask: da.Array, *, neighbourhood: int)
     pixel_count = _sum_by(lookup, np.concatenate([s["count"] for s in stats.flat]), n + 1)
     has_values = all("hist" in s for s in stats.flat)
     value_counts = _sum_by(lookup, np.concatenate([s["hist"] for s in stats.flat]), n + 1) if has_values else None
-    return Patches(n, pixel_count, value_counts, neighbourhood, mask, lookup, offsets)
+    face_parts = None
+    if stats.size and all("faces" in s for s in stats.flat):  # (local label, face, pixels) -> (global id, face)
+        face_parts = tuple(
+            sparse.coo_array((np.concatenate([s["faces"][k][2] for s in stats.flat]),
+                              (np.concatenate([lookup[offsets[b] + s["faces"][k][0] - 1] for b, s in enumerate(stats.flat)]),
+                               np.concatenate([s["faces"][k][1] for s in stats.flat]))), shape=(n + 1, nf)).tocsr()
+            for k, nf in enumerate(stats.flat[0]["n_faces"]))
+    return Patches(n, pixel_count, value_counts, neighbourhood, mask, lookup, offsets, face_parts)
 
 
 def _check_neighbourhood(neighbourhood: int) -> int:
@@ -235,9 +232,10 @@ def _check_neighbourhood(neighbourhood: int) -> int:
 
 
 def block_stats(block: np.ndarray, values: np.ndarray | None = None, *, neighbourhood: int,
-                n_values: int = 0) -> dict:
+                n_values: int = 0, faces: tuple[np.ndarray, ...] = (), n_faces: tuple[int, ...] = ()) -> dict:
     """Pass 1 on one chunk: local label count ``n``, pixels per label ``count``, first pixel ``first``, value
-    histogram ``hist`` (with ``values``) and the labels on the four edge lines ``edges``; O(labels) in size."""
+    histogram ``hist`` (with ``values``), the labels on the four edge lines ``edges`` and, with ``faces`` (zone
+    face ids of the chunk, ``n_faces`` per layer), the (local label, face, pixels) parts ``faces``; O(labels)."""
     lab, n, count = kernels.label(block, neighbourhood)
     stats = {
         "n": n,
@@ -247,20 +245,27 @@ def block_stats(block: np.ndarray, values: np.ndarray | None = None, *, neighbou
     }
     if values is not None:
         stats["hist"] = kernels.histogram(lab, values, n, n_values)[1:]
+    if n_faces:
+        stats["faces"], stats["n_faces"] = _local_face_parts(lab, n, faces, n_faces), tuple(n_faces)
     return stats
 
 
-def empty_stats(shape: tuple[int, int], n_values: int = 0) -> dict:
-    """``block_stats`` of a chunk of ``shape`` without any patch pixel (with a histogram when n_values > 0)."""
+def empty_stats(shape: tuple[int, int], n_values: int = 0, n_faces: tuple[int, ...] = ()) -> dict:
+    """``block_stats`` of a chunk of ``shape`` without any patch pixel (with a histogram when n_values > 0 and
+    empty face parts for each of ``n_faces``)."""
     stats = {"n": 0, "count": np.zeros(0, np.int64), "first": np.zeros(0, np.int64),
              "edges": tuple(np.zeros(n, np.int32) for n in (shape[1], shape[1], shape[0], shape[0]))}
     if n_values:
         stats["hist"] = np.zeros((0, n_values), np.int64)
+    if n_faces:
+        stats["faces"], stats["n_faces"] = [(np.zeros(0, np.int64),) * 3 for _ in n_faces], tuple(n_faces)
     return stats
 
 
-def _block_stats_cell(block: np.ndarray, values: np.ndarray | None = None, **kw) -> np.ndarray:
-    return _cell(block_stats(block, values, **kw))
+def _block_stats_cell(block: np.ndarray, *rest: np.ndarray, has_values: bool, **kw) -> np.ndarray:
+    """map_blocks adapter: (mask, [values], faces...) -> block_stats in a (1, 1) cell."""
+    values, faces = (rest[0], rest[1:]) if has_values else (None, rest)
+    return _cell(block_stats(block, values, faces=tuple(faces), **kw))
 
 
 def _merge(stats: np.ndarray, offsets: np.ndarray, chunks: tuple[tuple[int, ...], ...], *,
@@ -335,21 +340,19 @@ def _mapped_block(block: np.ndarray, *, table: np.ndarray, neighbourhood: int, l
     return table[_block_lookup(lookup, offsets, nbx, block_id)][kernels.label(block, neighbourhood)[0]]
 
 
-def _block_face_counts(block: np.ndarray, *faces: np.ndarray, n_faces: tuple[int, ...], neighbourhood: int,
-                       lookup: np.ndarray, offsets: np.ndarray, nbx: int, block_id: tuple[int, int]) -> list[tuple]:
-    """One chunk, per face layer: (global patch id, face, pixel count) of every patch part present."""
-    lab, n_local, _ = kernels.label(block, neighbourhood)
-    to_global = _block_lookup(lookup, offsets, nbx, block_id)
+def _local_face_parts(lab: np.ndarray, n_local: int, faces: tuple[np.ndarray, ...],
+                      n_faces: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """One chunk's labels, per face layer: (local label, face, pixel count) of every label part present."""
     out = []
     for face, nf in zip(faces, n_faces, strict=True):
         if (n_local + 1) * nf <= 4 * lab.size:  # a (label, face) table no bigger than a few chunk arrays
             table = kernels.label_face_counts(lab, face, n_labels=n_local, n_faces=nf)
             local, f = np.nonzero(table)
-            out.append((to_global[local], f, table[local, f]))
+            out.append((local, f, table[local, f]))
         else:
             inside = lab > 0
             keys, counts = np.unique(lab[inside].astype(np.int64) * nf + face[inside], return_counts=True)
-            out.append((to_global[keys // nf], keys % nf, counts))
+            out.append((keys // nf, keys % nf, counts))
     return out
 
 

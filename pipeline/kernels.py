@@ -9,7 +9,7 @@ name says otherwise; callers convert metres to pixels (``euclidean_reach``, ``ta
   sweeps instead of a distance transform; memory is two chunk-sized arrays.
 - ``class_edges`` / ``edge_sums`` (connectivity), ``degradation_flags`` / ``flag_counts`` (degradation),
   ``site_values`` / ``mining_counts`` (mining): one loop over a chunk instead of many numpy temporaries.
-- ``label_face_counts``: pixels per (chunk-local patch label, zone face), for patch parts per zone.
+- ``label_face_counts``: pixels per (chunk-local patch label or class index, zone face): patch parts and class areas per zone.
 - ``lookup``: a table indexed by every pixel (product codes to class indices).
 - ``merge_intervals``: sorted intervals merged per owner (river km affected, mining_sites.lines_within).
 """

@@ -70,9 +70,11 @@ def core_depth_px(edge_depth_m: float, resolution_m: float) -> int:
 
 
 def _year_block(lc_halo: np.ndarray, *faces: np.ndarray, tables: np.ndarray, halo: int, reach: np.ndarray,
-                n_faces: tuple[int, ...], neighbourhood: int) -> tuple[list[np.ndarray], list[dict | None]]:
+                n_faces: tuple[int, ...], part_layers: tuple[int, ...],
+                neighbourhood: int) -> tuple[list[np.ndarray], list[dict | None]]:
     """One chunk, every group at once: the counts of ``_year_stats`` and each group's patch summary
-    (blocks.block_stats of the group's pixels, core flag as value 1; None where the group has no pixel).
+    (blocks.block_stats of the group's pixels, core flag as value 1, patch parts per face of the zone layers
+    ``part_layers``; None where the group has no pixel).
 
     Core pixels are those of the group more than ``depth`` 4-neighbour steps from other mapped classes, as
     ``depth`` binary erosions with the 4-neighbour cross (FRAGSTATS, pylandstats): ``kernels.class_edges`` with
@@ -80,33 +82,36 @@ def _year_block(lc_halo: np.ndarray, *faces: np.ndarray, tables: np.ndarray, hal
     """
     h = halo
     lc = lc_halo[h:lc_halo.shape[0] - h, h:lc_halo.shape[1] - h]
+    n_classes = tables.shape[1]
+    by_class = [kernels.label_face_counts(lc, face, n_labels=n_classes - 1, n_faces=nf).T  # (face, class) pixels
+                for face, nf in zip(faces, n_faces, strict=True)]
+    present = by_class[0].sum(axis=0) > 0  # classes in the chunk (every layer's faces cover it)
     sparse_columns, group_stats = [], []  # per group: its pixels, core flags and edge sides (interior)
     for table in tables:
-        if not table[lc].any():
+        if not (table & present).any():
             sparse_columns.append(None)
             group_stats.append(None)
             continue
         inner, core, sides = kernels.class_edges(lc_halo, table, first_class=FIRST_CLASS, reach=reach, halo=h)
         sparse_columns.append((inner, core, sides))
-        group_stats.append(blocks.block_stats(inner, core, neighbourhood=neighbourhood, n_values=2))
-    return _year_counts(lc, faces, tables, sparse_columns, n_faces), group_stats
+        group_stats.append(blocks.block_stats(inner, core, neighbourhood=neighbourhood, n_values=2,
+                                              faces=tuple(faces[k] for k in part_layers),
+                                              n_faces=tuple(n_faces[k] for k in part_layers)))
+    return _year_counts(by_class, faces, tables, sparse_columns, n_faces), group_stats
 
 
-def _year_counts(lc: np.ndarray, faces: tuple[np.ndarray, ...], tables: np.ndarray, sparse_columns: list,
+def _year_counts(by_class: list[np.ndarray], faces: tuple[np.ndarray, ...], tables: np.ndarray, sparse_columns: list,
                  n_faces: tuple[int, ...]) -> list[np.ndarray]:
     """Per zone layer, per face: [mapped px, then for each group: class px, edge sides, core px].
 
-    Class pixels come from one (face, class) histogram; edge sides and non-core pixels from the groups'
-    ``kernels.class_edges`` (None: no pixel of the group in the chunk).
+    Class pixels come from the layer's (face, class) pixel counts ``by_class`` (class 0, outside, not counted);
+    edge sides and non-core pixels from the groups' ``kernels.class_edges`` (None: no pixel of the group here).
     """
-    n_classes = tables.shape[1]
     out = []
-    for face, nf in zip(faces, n_faces, strict=True):
-        by_class = np.bincount((face.astype(np.int64) * n_classes + lc).ravel(), minlength=nf * n_classes)
-        by_class = by_class.reshape(nf, n_classes)
-        columns = [by_class[:, FIRST_CLASS:].sum(axis=1)]
+    for face, nf, face_class in zip(faces, n_faces, by_class, strict=True):
+        columns = [face_class[:, FIRST_CLASS:].sum(axis=1)]
         for table, sparse_col in zip(tables, sparse_columns, strict=True):
-            class_px = by_class @ table.astype(np.int64)
+            class_px = face_class @ table.astype(np.int64)
             if sparse_col is None:
                 columns += [class_px, np.zeros(nf, np.int64), class_px]
                 continue
@@ -152,9 +157,10 @@ def year_group_stats(lc: da.Array, ctx: Context, tables: np.ndarray, *, depth: i
     faces = [ctx.face_ids[z.name].rechunk(chunks).to_delayed().ravel() for z in ctx.zones]
     n_faces = tuple(z.n_faces for z in ctx.zones)
     reach = kernels.taxicab_reach(depth)
+    part_layers = tuple(k for k, z in enumerate(ctx.zones) if z.name != LANDSCAPE)  # patch parts per zone face
     parts = [dask.delayed(_year_block, pure=True, nout=2)(
         block, *(f[i] for f in faces), tables=tables, halo=halo, reach=reach, n_faces=n_faces,
-        neighbourhood=neighbourhood) for i, block in enumerate(haloed.to_delayed().ravel())]
+        part_layers=part_layers, neighbourhood=neighbourhood) for i, block in enumerate(haloed.to_delayed().ravel())]
     counts, group_stats = dask.compute(blocks.tree_sum([p[0] for p in parts]), [p[1] for p in parts])
     patches = []
     for g, table in enumerate(tables):
@@ -163,7 +169,8 @@ def year_group_stats(lc: da.Array, ctx: Context, tables: np.ndarray, *, depth: i
             continue
         grid_stats = np.empty(lc.numblocks, object)
         for i, (s, shape) in enumerate(zip(group_stats, itertools.product(*lc.chunks), strict=True)):
-            grid_stats.flat[i] = s[g] if s[g] is not None else blocks.empty_stats(shape, n_values=2)
+            grid_stats.flat[i] = s[g] if s[g] is not None else blocks.empty_stats(
+                shape, n_values=2, n_faces=tuple(n_faces[k] for k in part_layers))
         mask = lc.map_blocks(_lookup, table=table, dtype=bool)
         patches.append(blocks.patches_from_stats(grid_stats, mask, neighbourhood=neighbourhood))
     return counts, patches
@@ -173,9 +180,8 @@ def _zone_parts(patches: blocks.Patches, ctx: Context) -> list[sparse.csr_array]
     """Per zone layer, sparse (n_patches + 1, n_zones) pixel counts of each patch inside each zone."""
     layers = [z for z in ctx.zones if z.name != LANDSCAPE]
     result: dict[str, sparse.csr_array] = {}
-    if layers:
-        by_face = patches.face_counts([ctx.face_ids[z.name] for z in layers], tuple(z.n_faces for z in layers))
-        for layer, counts in zip(layers, by_face, strict=True):
+    if layers:  # summarised with the patches in the year pass (year_group_stats)
+        for layer, counts in zip(layers, patches.face_parts, strict=True):
             result[layer.name] = (counts @ sparse.csr_array(layer.member.astype(np.int64))).tocsr()
     out = []
     for z in ctx.zones:

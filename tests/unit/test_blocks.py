@@ -189,22 +189,24 @@ def test_bad_input_raises():
 
 @pytest.mark.parametrize("chunks", [(7, 9), (32, 5), WHOLE])
 @pytest.mark.parametrize("neighbourhood", [4, 8])
-def test_mapped_and_face_counts_equal_the_global_labels(chunks, neighbourhood):
-    """Patches.mapped and Patches.face_counts (relabelled per chunk, no global label array) against the same
-    numbers from scipy's whole-array labels: a per-patch table looked up per pixel, and pixels per (patch, face)."""
+def test_mapped_and_face_parts_equal_the_global_labels(chunks, neighbourhood):
+    """Patches.mapped (relabelled per chunk, no global label array) and Patches.face_parts (counted per chunk
+    with the patch summaries) against the same numbers from scipy's whole-array labels: a per-patch table
+    looked up per pixel, and pixels per (patch, face)."""
     rng = np.random.default_rng(11)
     mask = ndimage.gaussian_filter(rng.standard_normal((60, 70)), 1.5) > 0.2
     face = (np.arange(70)[None, :] // 25 + 3 * (np.arange(60)[:, None] // 40)).astype(np.int32)  # 6 faces
     ref, n = ndimage.label(mask, STRUCTURE[neighbourhood])
-    p = patches_of(mask, chunks, neighbourhood=neighbourhood)
+    faces = (da.from_array(face, chunks=(13, 13)),) * 2  # rechunked to the mask's chunks
+    p = patches_of(mask, chunks, neighbourhood=neighbourhood, faces=faces, n_faces=(6, 5000))
     table = (np.arange(n + 1) * 7 % 5).astype(np.uint8)
     np.testing.assert_array_equal(p.mapped(table).compute(), table[ref])
     expected = np.zeros((n + 1, 6), np.int64)
     np.add.at(expected, (ref[ref > 0], face[ref > 0]), 1)
-    (counts,) = p.face_counts([da.from_array(face, chunks=(13, 13))], (6,))  # rechunked to the mask's chunks
-    np.testing.assert_array_equal(counts.toarray(), expected)
-    (many,) = p.face_counts([da.from_array(face, chunks=(13, 13))], (5000,))  # too many faces for a table: np.unique
-    np.testing.assert_array_equal(many.toarray()[:, :6], expected)
+    few, many = p.face_parts  # 5000 faces: too many for a (label, face) table, counted with np.unique
+    np.testing.assert_array_equal(few.toarray(), expected)
     assert many.shape == (n + 1, 5000) and many.toarray()[:, 6:].sum() == 0
+    np.testing.assert_array_equal(many.toarray()[:, :6], expected)
+    assert patches_of(mask, chunks, neighbourhood=neighbourhood).face_parts is None
     with pytest.raises(ValueError, match="table must have shape"):
         p.mapped(table[:-1])
