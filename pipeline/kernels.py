@@ -10,6 +10,7 @@ name says otherwise; callers convert metres to pixels (``euclidean_reach``, ``ta
 - ``class_edges`` / ``edge_sums`` (connectivity), ``degradation_flags`` / ``flag_counts`` (degradation),
   ``site_values`` / ``mining_counts`` (mining): one loop over a chunk instead of many numpy temporaries.
 - ``label_face_counts``: pixels per (chunk-local patch label or class index, zone face): patch parts and class areas per zone.
+- ``transition_counts``: pixels per (zone face, class from, class to) (conversion).
 - ``lookup``: a table indexed by every pixel (product codes to class indices).
 - ``merge_intervals``: sorted intervals merged per owner (river km affected, mining_sites.lines_within).
 """
@@ -597,3 +598,21 @@ def lookup(table: np.ndarray, values: np.ndarray) -> np.ndarray:
     if values.dtype.kind != "u" or not values.flags.c_contiguous:
         return table[values]
     return _lookup(table, values)
+
+
+@numba.njit(**_JIT)
+def _transition_counts(lc_from: np.ndarray, lc_to: np.ndarray, face: np.ndarray, n_classes: int,
+                       n_faces: int) -> np.ndarray:
+    out = np.zeros((n_faces, n_classes, n_classes), np.int64)
+    rows, cols = lc_from.shape
+    for i in range(rows):
+        for j in range(cols):
+            out[face[i, j], lc_from[i, j], lc_to[i, j]] += 1
+    return out
+
+
+def transition_counts(lc_from: np.ndarray, lc_to: np.ndarray, face: np.ndarray, *, n_classes: int,
+                      n_faces: int) -> np.ndarray:
+    """Pixels per (face, class in the earlier year, class in the later year) of one chunk: int64
+    (n_faces, n_classes, n_classes). Every value must be below its axis' size (not checked)."""
+    return _transition_counts(lc_from, lc_to, face, n_classes, n_faces)

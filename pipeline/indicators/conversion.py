@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from pipeline import blocks
+from pipeline import blocks, kernels
 from pipeline.config import ECOSYSTEMS
 from pipeline.indicators.base import ALL_NATURAL, Context, IndicatorResult, tidy
 from pipeline.legend import FIRST_CLASS, UNMAPPED, Legend
@@ -35,13 +35,11 @@ PATCH_LAYER = "conversion_patches"
 
 # ------------------------------------------------------------------------------------------ kernels
 def transition_counts(lc_from: np.ndarray, lc_to: np.ndarray, face: np.ndarray, *, n_classes: int, n_faces: int) -> np.ndarray:
-    """Pixel counts per (face, class_from, class_to) for one block -> int64 (n_faces, K, K). Pure numpy.
+    """Pixel counts per (face, class_from, class_to) for one block -> int64 (n_faces, K, K) (a compiled kernel).
 
     Pixels outside the boundary (class index 0) are counted in column/row 0 and dropped by the caller.
     """
-    code = (face.astype(np.int64) * n_classes + lc_from) * n_classes + lc_to
-    counts = np.bincount(code.ravel(), minlength=n_faces * n_classes * n_classes)
-    return counts.reshape(n_faces, n_classes, n_classes)
+    return kernels.transition_counts(lc_from, lc_to, face, n_classes=n_classes, n_faces=n_faces)
 
 
 def _block_counts(lc: np.ndarray, *faces: np.ndarray, pairs: tuple, n_classes: int, n_faces: tuple) -> list[np.ndarray]:

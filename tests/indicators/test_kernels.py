@@ -83,3 +83,18 @@ def test_zones_touched_many_equals_zones_touched():
              shapely.box(29, 29, 31, 31), shapely.box(9, 1, 19, 2)]
     assert blocks.zones_touched_many(geoms, layer) == [zones_touched(g, layer) for g in geoms]
     assert blocks.zones_touched_many([], layer) == []
+
+
+def test_counting_kernels_equal_numpy():
+    """transition_counts, label_face_counts and lookup against numpy's bincount and fancy indexing."""
+    rng = np.random.default_rng(5)
+    a, b = (rng.integers(0, 9, (37, 41)).astype(np.uint8) for _ in range(2))
+    face = rng.integers(0, 4, (37, 41)).astype(np.int32)
+    expected = np.bincount(((face.astype(np.int64) * 9 + a) * 9 + b).ravel(), minlength=4 * 81).reshape(4, 9, 9)
+    np.testing.assert_array_equal(kernels.transition_counts(a, b, face, n_classes=9, n_faces=4), expected)
+    by_label = kernels.label_face_counts(a, face, n_labels=8, n_faces=4)  # label 0 = background, not counted
+    np.testing.assert_array_equal(by_label[1:], expected.sum(axis=2).T[1:])
+    assert by_label[0].sum() == 0
+    table = rng.integers(0, 100, 256).astype(np.int16)
+    np.testing.assert_array_equal(kernels.lookup(table, a), table[a])
+    np.testing.assert_array_equal(kernels.lookup(table, a.T), table[a.T])  # not contiguous: numpy's path
