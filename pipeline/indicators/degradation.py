@@ -171,7 +171,9 @@ def _patch_masks(lc: da.Array, years: list[int], cfg: DegradationConfig, ctx: Co
 
 def _count(flags: da.Array, lc_a: da.Array, lc_b: da.Array, ctx: Context, *,
            n_rules: int) -> tuple[list[np.ndarray], blocks.Patches]:
-    """Counts per zone layer (summed over chunks) and the degraded patches, from one pass over the flags.
+    """Counts per zone layer (summed over chunks) and the degraded patches, from one pass over the flags,
+    computed ``BATCH_ROWS`` rows of chunks at a time (the halo rows of a batch are read again by the next one;
+    one compute over every chunk let dask hold the inputs of many chunks at once: 4 GB at 576 Mpx).
 
     The degraded mask is kept per chunk, compressed (it is sparse: about 1 bit per degraded-patch border
     pixel), so the patch polygons do not recompute the flags."""
