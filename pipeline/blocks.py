@@ -24,6 +24,7 @@ from pipeline import kernels
 from pipeline.zones import ZoneLayer, zones_touched
 
 POLYGON_BATCH = 512  # patches per task finishing polygons (union of chunk pieces, simplify, to map coordinates)
+POLYGON_GROUP = 16  # finishing tasks per compute: the pieces of finished patches are freed between computes
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,10 +116,14 @@ class Patches:
         matrix = (transform.a, -transform.b, transform.d, -transform.e, transform.c, transform.f)
         ids = sorted(by_id)
         batches = [ids[i:i + POLYGON_BATCH] for i in range(0, len(ids), POLYGON_BATCH)]
-        done = dask.compute(*[dask.delayed(_finish_polygons, traverse=False)(
-            [by_id[pid] for pid in batch], [n_chunks[pid] > 1 for pid in batch], matrix) for batch in batches])
-        return {pid: geom for batch, geoms in zip(batches, done, strict=True)
-                for pid, geom in zip(batch, geoms, strict=True)}
+        out: dict[int, shapely.Geometry] = {}
+        for start in range(0, len(batches), POLYGON_GROUP):  # pieces are let go as their patches are finished
+            group = batches[start:start + POLYGON_GROUP]
+            done = dask.compute(*[dask.delayed(_finish_polygons, traverse=False)(
+                [by_id.pop(pid) for pid in batch], [n_chunks[pid] > 1 for pid in batch], matrix) for batch in group])
+            out.update((pid, geom) for batch, geoms in zip(group, done, strict=True)
+                       for pid, geom in zip(batch, geoms, strict=True))
+        return out
 
 
 def _finish_polygons(pieces: list[list[shapely.Geometry]], across_chunks: list[bool],

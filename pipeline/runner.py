@@ -35,6 +35,9 @@ from pipeline.zones import LANDSCAPE
 
 @dataclass(eq=False)
 class RunResult:
+    """What a run made. ``results`` keeps each indicator's table, metadata and notes; its features were written
+    to <indicator>.gpkg as soon as it was computed and are not kept (``features`` is empty)."""
+
     prepared: Prepared
     results: dict[str, IndicatorResult]
     files: list[Path]
@@ -104,6 +107,10 @@ def run(config_path: Path, *, chunk_px: int | None = None, out_dir: Path | None 
                       rasters=_aligned_masks(prep))
         results: dict[str, IndicatorResult] = {}
         not_computed: list[dict] = []
+        zone_geoms = {(z.name, n): g for z in prep.zones for n, g in zip(z.zone_names, z.zone_geometries, strict=True)}
+        for z in prep.zones[1:]:  # "(outside all zones)" rows (mining) map to the rest of the landscape
+            zone_geoms[(z.name, OUTSIDE_ZONES)] = shapely.difference(prep.boundary, shapely.union_all(list(z.zone_geometries)))
+        write_s = 0.0
         for name, module in REGISTRY.items():
             if getattr(config.indicators, name, None) is None:
                 continue
@@ -115,6 +122,13 @@ def run(config_path: Path, *, chunk_px: int | None = None, out_dir: Path | None 
                 results[name] = module.compute(stack_xr, ctx)
             not_computed += [{"indicator": name, **item} for item in results[name].not_computed]
             timings[name] = time.perf_counter() - tick
+            # the GeoPackage now (its zone layer takes `value` only, which sensitivity reruns do not change), so
+            # one indicator's features at a time are in memory, not every indicator's until the end
+            tick = time.perf_counter()
+            zones_gdf = outputs.zones_layer(results[name].table, zone_geoms, results[name].zone_metrics, grid.crs)
+            outputs.write_gpkg({"zones": zones_gdf, **results[name].features}, staging.path(f"{name}.gpkg"))
+            results[name] = dataclasses.replace(results[name], features={})
+            write_s += time.perf_counter() - tick
 
         sensitivity_meta = {}
         if config.sensitivity is not None and sensitivity_reruns and results:
@@ -126,13 +140,8 @@ def run(config_path: Path, *, chunk_px: int | None = None, out_dir: Path | None 
         # 3. outputs: tables, GeoPackages, COGs, trends, manifest; then move everything into place
         tick = time.perf_counter()
         names = []
-        zone_geoms = {(z.name, n): g for z in prep.zones for n, g in zip(z.zone_names, z.zone_geometries, strict=True)}
-        for z in prep.zones[1:]:  # "(outside all zones)" rows (mining) map to the rest of the landscape
-            zone_geoms[(z.name, OUTSIDE_ZONES)] = shapely.difference(prep.boundary, shapely.union_all(list(z.zone_geometries)))
-        for name, result in results.items():
+        for name, result in results.items():  # GeoPackages were written after each indicator
             outputs.write_csv(result.table, staging.path(f"{name}.csv"))
-            zones_gdf = outputs.zones_layer(result.table, zone_geoms, result.zone_metrics, grid.crs)
-            outputs.write_gpkg({"zones": zones_gdf, **result.features}, staging.path(f"{name}.gpkg"))
             names += [f"{name}.csv", f"{name}.gpkg"]
         if results:
             band = _stable_band(config, grid)
@@ -144,7 +153,7 @@ def run(config_path: Path, *, chunk_px: int | None = None, out_dir: Path | None 
             cogs = [(src, staging.path(f"landcover_{year}.tif")) for year, src in zip(config.years, tiled, strict=False)]
             outputs.to_cogs(cogs, threads=config.compute.workers)
             names += [dst.name for _, dst in cogs]
-        timings["write"] = time.perf_counter() - tick
+        timings["write"] = write_s + time.perf_counter() - tick
         manifest = _manifest(prep, area, started, timings, [(n, staging.path(n)) for n in names], resampling,
                              outside_code, not_computed, results)
         manifest["sensitivity"] = sensitivity_meta
