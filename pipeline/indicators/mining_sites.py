@@ -18,6 +18,7 @@ from pipeline.indicators.base import Context
 from pipeline.zones import LANDSCAPE
 
 CATEGORIES = ("I", "II", "III", "IV")
+EDGE_BATCH = 50_000  # site edges per river-segment query in lines_within (bounds its pair temporaries)
 BUFFER_QUAD_SEGS = 64  # segments per quarter circle of the riparian buffer (mining.py): arcs within 0.03 % of true circles
 
 
@@ -117,11 +118,15 @@ def lines_within(lines: shapely.Geometry | Segments, polygons: list, distance_m:
     edges = _segments(shapely.boundary(parts)) if len(parts) else np.zeros((0, 4))
     if not len(segments) or not len(edges):
         return shapely.MultiLineString()
-    edge_i, seg_i = lines.tree.query(shapely.linestrings(edges.reshape(-1, 2, 2)), predicate="dwithin",
-                                     distance=distance_m)
-    lo, hi = capsule_intervals(segments[seg_i], edges[edge_i], distance_m)
-    keep = lo < hi
-    seg_i, lo, hi = _merged(seg_i[keep], lo[keep], hi[keep])
+    found = []  # (segment, lo, hi) per batch of site edges: the (edge, segment) pairs can be tens of millions
+    for start in range(0, len(edges), EDGE_BATCH):
+        batch = edges[start:start + EDGE_BATCH]
+        edge_i, seg_i = lines.tree.query(shapely.linestrings(batch.reshape(-1, 2, 2)), predicate="dwithin",
+                                         distance=distance_m)
+        lo, hi = capsule_intervals(segments[seg_i], batch[edge_i], distance_m)
+        keep = lo < hi
+        found.append((seg_i[keep], lo[keep], hi[keep]))
+    seg_i, lo, hi = _merged(*(np.concatenate(column) for column in zip(*found, strict=True)))
     near = np.unique(lines.tree.query(parts)[1])  # segments whose box meets a site's box
     sites = shapely.STRtree(parts)
     g_seg, g_lo, g_hi = _gaps(seg_i, lo, hi, near)
