@@ -580,7 +580,15 @@ def _label_face_counts(lab: np.ndarray, face: np.ndarray, n_labels: int, n_faces
 def label_face_counts(lab: np.ndarray, face: np.ndarray, *, n_labels: int, n_faces: int) -> np.ndarray:
     """Pixels of each label (1..n_labels) in each face (0..n_faces - 1): int64 (n_labels + 1, n_faces), row 0
     (background) zero. Memory is the table, so callers keep n_labels x n_faces near the chunk size."""
+    _check_below(lab, n_labels + 1, "label")
+    _check_below(face, n_faces, "face id")
     return _label_face_counts(lab, face, n_labels, n_faces)
+
+
+def _check_below(values: np.ndarray, size: int, what: str) -> None:
+    """A compiled counting loop writes at these indices unchecked: refuse values outside [0, size) first."""
+    if values.size and (int(values.min()) < 0 or int(values.max()) >= size):
+        raise ValueError(f"{what} values must lie in [0, {size}); got {int(values.min())}..{int(values.max())}")
 
 
 @numba.njit(**_JIT)
@@ -614,5 +622,8 @@ def _transition_counts(lc_from: np.ndarray, lc_to: np.ndarray, face: np.ndarray,
 def transition_counts(lc_from: np.ndarray, lc_to: np.ndarray, face: np.ndarray, *, n_classes: int,
                       n_faces: int) -> np.ndarray:
     """Pixels per (face, class in the earlier year, class in the later year) of one chunk: int64
-    (n_faces, n_classes, n_classes). Every value must be below its axis' size (not checked)."""
+    (n_faces, n_classes, n_classes). Values outside an axis' size are refused."""
+    _check_below(lc_from, n_classes, "class index")
+    _check_below(lc_to, n_classes, "class index")
+    _check_below(face, n_faces, "face id")
     return _transition_counts(lc_from, lc_to, face, n_classes, n_faces)

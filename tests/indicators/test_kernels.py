@@ -98,3 +98,7 @@ def test_counting_kernels_equal_numpy():
     table = rng.integers(0, 100, 256).astype(np.int16)
     np.testing.assert_array_equal(kernels.lookup(table, a), table[a])
     np.testing.assert_array_equal(kernels.lookup(table, a.T), table[a.T])  # not contiguous: numpy's path
+    with pytest.raises(ValueError, match=r"face id values must lie in \[0, 3\)"):  # unchecked writes are refused
+        kernels.transition_counts(a, b, face, n_classes=9, n_faces=3)
+    with pytest.raises(ValueError, match="label values"):
+        kernels.label_face_counts(a, face, n_labels=5, n_faces=4)
