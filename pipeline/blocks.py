@@ -15,7 +15,6 @@ import affine
 import dask
 import dask.array as da
 import numpy as np
-import rasterio.features
 import shapely
 from scipy import sparse
 from scipy.sparse import csgraph
@@ -132,8 +131,8 @@ def _finish_polygons(pieces: list[list[shapely.Geometry]], across_chunks: list[b
     ``matrix`` (as ``shapely.affinity.affine_transform``) and normalised.
 
     Pieces from different chunks share edges along the chunk seams: they are unioned and simplified with
-    tolerance 0 (dropping the collinear vertices left on the seams). Pieces of one chunk are GDAL's 4-connected
-    regions of the patch, which touch at most at corners, and have a vertex only where the boundary turns:
+    tolerance 0 (dropping the collinear vertices left on the seams). Pieces of one chunk are the 4-connected
+    regions of the patch (kernels.outlines), which touch at most at corners, with a vertex only where the boundary turns:
     they are the parts of the patch as they are, and normalising gives the geometry the union would."""
     a, b, d, e, xoff, yoff = matrix
 
@@ -369,18 +368,22 @@ def _relabel_block(block: np.ndarray, *, neighbourhood: int, lookup: np.ndarray,
 
 def _block_shapes(block: np.ndarray, *, neighbourhood: int, lookup: np.ndarray, offsets: np.ndarray,
                   nbx: int, keep: np.ndarray, origin: tuple[np.ndarray, np.ndarray], block_id: tuple[int, int]) -> np.ndarray:
-    """(patch id, polygon) of the kept patches' pieces in one chunk, in whole-array (column, -row) pixel
-    coordinates (integers, so exact: the same vertices whatever the chunking)."""
+    """(patch id, polygon) of the kept patches' pieces in one chunk: their 4-connected regions traced by
+    ``kernels.outlines``, in whole-array (column, -row) pixel coordinates (integers, so exact: the same vertices
+    whatever the chunking)."""
     lut = _block_lookup(lookup, offsets, nbx, block_id)
     keep_local = keep[lut]
     keep_local[0] = False
     pieces = []
     if keep_local.any():
         lab = kernels.label(block, neighbourhood)[0]
+        regions, n, _ = kernels.label(keep_local[lab], 4)
+        corners, ring_offsets, polygon_offsets = kernels.outlines(regions, n)
         row0, col0 = (int(o[k]) for o, k in zip(origin, block_id, strict=True))
-        shapes = rasterio.features.shapes(lab, mask=keep_local[lab], connectivity=4,
-                                          transform=affine.Affine(1, 0, col0, 0, -1, -row0))
-        pieces = [(int(lut[int(value)]), _polygon(geom["coordinates"])) for geom, value in shapes]
+        xy = np.column_stack([corners[:, 0] + col0, -(corners[:, 1] + row0)]).astype(np.float64)
+        polygons = shapely.from_ragged_array(shapely.GeometryType.POLYGON, xy, (ring_offsets, polygon_offsets))
+        patch = lut[lab.ravel()[kernels.first_pixels(regions, n)]]
+        pieces = list(zip(patch.tolist(), polygons, strict=True))
     return _cell(pieces)
 
 
@@ -399,12 +402,6 @@ def zones_touched_many(geoms: list[shapely.Geometry], layer: ZoneLayer) -> list[
         inside[tree.query(zone, predicate="contains")] = k
     simple = (n_hits == 1) & (inside >= 0) & (shapely.area(geoms) > 0)
     return [layer.zone_names[inside[i]] if simple[i] else zones_touched(g, layer) for i, g in enumerate(geoms)]
-
-
-def _polygon(rings: list) -> shapely.Polygon:
-    """A GeoJSON polygon's rings as a shapely Polygon (the same coordinates as ``shapely.geometry.shape``)."""
-    shell, *holes = (shapely.linearrings(np.asarray(ring, dtype=float)) for ring in rings)
-    return shapely.polygons(shell, holes=holes or None)
 
 
 def tree_sum(partials: list) -> object:

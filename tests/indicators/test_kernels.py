@@ -102,3 +102,67 @@ def test_counting_kernels_equal_numpy():
         kernels.transition_counts(a, b, face, n_classes=9, n_faces=3)
     with pytest.raises(ValueError, match="label values"):
         kernels.label_face_counts(a, face, n_labels=5, n_faces=4)
+
+
+def _outline_polygons(mask: np.ndarray) -> list[shapely.Polygon]:
+    """kernels.outlines of the 4-connected regions of ``mask``, as polygons in (column, row) corner coordinates."""
+    regions, n, _ = kernels.label(mask, 4)
+    corners, ring_offsets, polygon_offsets = kernels.outlines(regions, n)
+    return list(shapely.from_ragged_array(shapely.GeometryType.POLYGON, corners.astype(float),
+                                          (ring_offsets, polygon_offsets)))
+
+
+def _same(got: shapely.Geometry, want: shapely.Geometry) -> bool:
+    return shapely.equals_exact(shapely.normalize(got), shapely.normalize(want), tolerance=0)
+
+
+def test_outlines_by_hand():
+    """Rings of pixel corners, a vertex only at turns; holes, and pinches where a region touches itself."""
+    square = shapely.Polygon([(0, 0), (1, 0), (1, 1), (0, 1)])
+    assert _same(*_outline_polygons(np.ones((1, 1), bool)), square)
+    ell = np.array([[1, 0, 0],
+                    [1, 0, 0],
+                    [1, 1, 1]], bool)
+    assert _same(*_outline_polygons(ell), shapely.Polygon([(0, 0), (1, 0), (1, 2), (3, 2), (3, 3), (0, 3)]))
+    ring = np.ones((3, 3), bool)
+    ring[1, 1] = False
+    (donut,) = _outline_polygons(ring)
+    assert _same(donut, shapely.Polygon([(0, 0), (3, 0), (3, 3), (0, 3)], [[(1, 1), (2, 1), (2, 2), (1, 2)]]))
+    # the hole (1, 1) touches the outside at corner (1, 1): shell and hole are separate rings meeting there
+    pinch = np.array([[0, 1, 1],
+                      [1, 0, 1],
+                      [1, 1, 1]], bool)
+    (got,) = _outline_polygons(pinch)
+    assert shapely.is_valid(got) and got.area == 7 and len(got.interiors) == 1
+    assert _same(got, shapely.Polygon([(1, 0), (3, 0), (3, 3), (0, 3), (0, 1), (1, 1)],
+                                      [[(1, 1), (2, 1), (2, 2), (1, 2)]]))
+    # two holes meeting at a corner: two hole rings
+    holes = np.ones((4, 4), bool)
+    holes[1, 1] = holes[2, 2] = False
+    (got,) = _outline_polygons(holes)
+    assert shapely.is_valid(got) and len(got.interiors) == 2 and got.area == 14
+    # diagonal pixels are separate 4-connected regions: two squares
+    diagonal = np.eye(2, dtype=bool)
+    got = _outline_polygons(diagonal)
+    assert [g.area for g in got] == [1, 1] and _same(got[1], shapely.box(1, 1, 2, 2))
+
+
+@pytest.mark.parametrize("density", [0.2, 0.5, 0.8])
+def test_outlines_equal_gdal_polygonize(density):
+    """The same polygons as GDAL's polygonize (rasterio.features.shapes, 4-connected) on random masks."""
+    import rasterio.features
+
+    for _ in range(150):
+        mask = RNG.random(tuple(RNG.integers(1, 16, 2))) < density
+        regions, n, _ = kernels.label(mask, 4)
+        gdal = {int(v): shapely.geometry.shape(g) for g, v in rasterio.features.shapes(regions, mask=mask, connectivity=4)}
+        ours = _outline_polygons(mask)
+        assert len(ours) == n == len(gdal)
+        for g, polygon in enumerate(ours, start=1):
+            assert shapely.is_valid(polygon) and polygon.area == (regions == g).sum()
+            assert _same(polygon, gdal[g])
+
+
+def test_outlines_refuse_labels_beyond_count():
+    with pytest.raises(ValueError, match="region values"):
+        kernels.outlines(np.array([[0, 3]], np.int32), 2)
