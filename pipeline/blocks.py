@@ -8,6 +8,8 @@ pixel in row-major order: the numbering ``scipy.ndimage.label`` gives on the who
 
 from __future__ import annotations
 
+import math
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -402,6 +404,42 @@ def zones_touched_many(geoms: list[shapely.Geometry], layer: ZoneLayer) -> list[
         inside[tree.query(zone, predicate="contains")] = k
     simple = (n_hits == 1) & (inside >= 0) & (shapely.area(geoms) > 0)
     return [layer.zone_names[inside[i]] if simple[i] else zones_touched(g, layer) for i, g in enumerate(geoms)]
+
+
+@dataclass(frozen=True)
+class Packed:
+    """A chunk array kept between passes at the cost of its nonzero pixels (see ``pack``)."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    index: bytes  # zlib: int32 flat indices (last two axes) of the pixels nonzero at any leading index
+    values: bytes  # zlib: their values, (leading, pixel)
+
+
+def pack(a: np.ndarray) -> Packed:
+    """Compress a chunk array (..., rows, cols) that is mostly zero, such as mining or degraded pixels: time and
+    size follow the nonzero pixels, not the chunk (zlib of the whole chunk cost ~30 ms per 8 MB)."""
+    flat = a.reshape(-1, a.shape[-2] * a.shape[-1])
+    nonzero = flat[0] != 0 if flat.shape[0] == 1 else flat.any(axis=0)
+    index = np.flatnonzero(nonzero).astype(np.int32)
+    return Packed(a.shape, a.dtype, zlib.compress(index.tobytes(), 1),
+                  zlib.compress(np.ascontiguousarray(flat[:, index]).tobytes(), 1))
+
+
+def unpack(packed: Packed) -> np.ndarray:
+    """The array ``pack`` was given."""
+    index = np.frombuffer(zlib.decompress(packed.index), np.int32)
+    out = np.zeros((math.prod(packed.shape[:-2]), math.prod(packed.shape[-2:])), packed.dtype)
+    out[:, index] = np.frombuffer(zlib.decompress(packed.values), packed.dtype).reshape(out.shape[0], index.size)
+    return out.reshape(packed.shape)
+
+
+def unpacked_array(packed: list[Packed], chunks: tuple[tuple[int, ...], tuple[int, ...]], lead: tuple[int, ...],
+                   dtype) -> da.Array:
+    """Lazy dask array (*lead, rows, cols) of packed chunks in row-major order, with the 2-D ``chunks``."""
+    nbx = len(chunks[1])
+    return da.block([[da.from_delayed(dask.delayed(unpack, pure=True)(packed[i * nbx + j]), (*lead, h, w), dtype)
+                      for j, w in enumerate(chunks[1])] for i, h in enumerate(chunks[0])])
 
 
 def tree_sum(partials: list) -> object:

@@ -98,6 +98,15 @@ class LandscapeGrid:
         t = self.tile_transform(tile.row_off, tile.col_off)
         return shapely.box(t.c, t.f + t.e * tile.height, t.c + t.a * tile.width, t.f)
 
+    def covers_tile(self, geom: shapely.Geometry, tile: Tile) -> bool:
+        """True when every pixel centre of the tile lies inside ``geom``, off its boundary: rasterising ``geom``
+        (pixel-centre rule) burns the whole tile, so a constant array can stand in for it."""
+        t = self.tile_transform(tile.row_off, tile.col_off)
+        xs = (t.c + t.a / 2, t.c + t.a * (tile.width - 0.5))
+        ys = (t.f + t.e / 2, t.f + t.e * (tile.height - 0.5))
+        centres = shapely.box(min(xs), min(ys), max(xs), max(ys))
+        return bool(shapely.contains_properly(geom, centres))
+
     def tile_pieces(self, polygons: list[shapely.Geometry]) -> Iterator[tuple[Tile, list[tuple[int, shapely.Geometry]]]]:
         """Every chunk with the pieces of ``polygons`` inside it: (index into ``polygons``, polygonal part of the
         polygon inside the chunk).

@@ -504,6 +504,11 @@ def _mining_counts(flags, lc, has_lc, eco_of_class, riparian, rights, surface, f
     period = np.zeros((n_faces, pair_a.size, 1 + n_eco), np.int64)
     for i in range(rows):
         for j in range(cols):
+            seen = 0
+            for t in range(n_years):
+                seen |= flags[t, i, j]
+            if seen == 0:  # no source maps mining here in any year: nothing to count (most pixels)
+                continue
             f = face[i, j]
             category = 3 - 2 * np.int64(rights[i, j]) - np.int64(surface[i, j])
             for t in range(n_years):
@@ -645,51 +650,65 @@ def _grow(a: np.ndarray, size: int) -> np.ndarray:
 
 
 @numba.njit(**_JIT)
+def _trace(regions, r0, c0, top_done, corners, n_corners):
+    """Follow one ring from the top side of pixel (r0, c0); returns the corners array and the new count."""
+    rows, cols = regions.shape
+    region = regions[r0, c0]
+    corners = _grow(corners, n_corners + 1)
+    corners[n_corners, 0], corners[n_corners, 1] = c0, r0
+    n_corners += 1
+    r, c, side = r0, c0, 0
+    while True:
+        if side == 0:
+            top_done[r, c] = True
+        out = (side + 3) % 4  # the side's outward direction is the travel direction of the side before
+        ar, ac = r + _STEP_ROW[side] + _STEP_ROW[out], c + _STEP_COL[side] + _STEP_COL[out]
+        br, bc = r + _STEP_ROW[side], c + _STEP_COL[side]
+        if 0 <= ar < rows and 0 <= ac < cols and regions[ar, ac] == region:
+            next_r, next_c, next_side = ar, ac, out  # left turn (also across a pinch: rings stay simple)
+        elif 0 <= br < rows and 0 <= bc < cols and regions[br, bc] == region:
+            r, c = br, bc  # straight on: no corner
+            continue
+        else:
+            next_r, next_c, next_side = r, c, (side + 1) % 4  # right turn, round the same pixel
+        end = (side + 1) % 4  # a turn: the corner where this side ends
+        corners = _grow(corners, n_corners + 1)
+        corners[n_corners, 0], corners[n_corners, 1] = c + _CORNER_COL[end], r + _CORNER_ROW[end]
+        n_corners += 1
+        r, c, side = next_r, next_c, next_side
+        if r == r0 and c == c0 and side == 0:
+            return corners, n_corners
+
+
+@numba.njit(**_JIT)
+def _next_start(regions, top_done, r0, c0):
+    """The first column >= c0 of row r0 whose pixel's top side starts a ring not traced yet (cols: none)."""
+    cols = regions.shape[1]
+    for c in range(c0, cols):
+        region = regions[r0, c]
+        if region != 0 and not (r0 > 0 and regions[r0 - 1, c] == region) and not top_done[r0, c]:
+            return c
+    return cols
+
+
+@numba.njit(**_JIT)
 def _outlines(regions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rows, cols = regions.shape
-    step_row, step_col = np.array(_STEP_ROW), np.array(_STEP_COL)
-    corner_row, corner_col = np.array(_CORNER_ROW), np.array(_CORNER_COL)
     top_done = np.zeros((rows, cols), np.bool_)
     corners = np.empty((1024, 2), np.int32)
     ring_end = np.empty(64, np.int64)
     ring_region = np.empty(64, np.int32)
     n_corners = n_rings = 0
     for r0 in range(rows):
-        for c0 in range(cols):
-            region = regions[r0, c0]
-            if region == 0 or top_done[r0, c0] or (r0 > 0 and regions[r0 - 1, c0] == region):
-                continue
+        c0 = _next_start(regions, top_done, r0, 0)  # a tight scan: the ring bookkeeping below is rare
+        while c0 < cols:
             # a new ring: the first unvisited top side in row-major order starts at a corner
-            corners = _grow(corners, n_corners + 1)
-            corners[n_corners, 0], corners[n_corners, 1] = c0, r0
-            n_corners += 1
-            r, c, side = r0, c0, 0
-            while True:
-                if side == 0:
-                    top_done[r, c] = True
-                out = (side + 3) % 4  # the side's outward direction is the travel direction of the side before
-                ar, ac = r + step_row[side] + step_row[out], c + step_col[side] + step_col[out]
-                br, bc = r + step_row[side], c + step_col[side]
-                turn = True
-                if 0 <= ar < rows and 0 <= ac < cols and regions[ar, ac] == region:
-                    next_r, next_c, next_side = ar, ac, out  # left turn (also across a pinch: rings stay simple)
-                elif 0 <= br < rows and 0 <= bc < cols and regions[br, bc] == region:
-                    next_r, next_c, next_side = br, bc, side  # straight on
-                    turn = False
-                else:
-                    next_r, next_c, next_side = r, c, (side + 1) % 4  # right turn, round the same pixel
-                if turn:  # the corner where this side ends
-                    end = (side + 1) % 4
-                    corners = _grow(corners, n_corners + 1)
-                    corners[n_corners, 0], corners[n_corners, 1] = c + corner_col[end], r + corner_row[end]
-                    n_corners += 1
-                r, c, side = next_r, next_c, next_side
-                if r == r0 and c == c0 and side == 0:
-                    break
+            corners, n_corners = _trace(regions, r0, c0, top_done, corners, n_corners)
             ring_end = _grow(ring_end, n_rings + 1)
             ring_region = _grow(ring_region, n_rings + 1)
-            ring_end[n_rings], ring_region[n_rings] = n_corners, region
+            ring_end[n_rings], ring_region[n_rings] = n_corners, regions[r0, c0]
             n_rings += 1
+            c0 = _next_start(regions, top_done, r0, c0 + 1)
     return corners[:n_corners], ring_end[:n_rings], ring_region[:n_rings]
 
 
@@ -749,3 +768,88 @@ def outlines(regions: np.ndarray, n_regions: int) -> tuple[np.ndarray, np.ndarra
     _check_below(regions, n_regions + 1, "region")
     corners, ring_end, ring_region = _outlines(np.ascontiguousarray(regions, dtype=np.int32))
     return _by_region(corners, ring_end, ring_region, n_regions)
+
+
+@numba.njit(**_JIT)
+def _capsule(sx0, sy0, sx1, sy1, ax, ay, bx, by, d):
+    """Interval [lo, hi] of t in [0, 1] where S(t) = S0 + t (S1 - S0) lies within d of the edge A-B (lo >= hi:
+    nowhere): the union of the two end discs and the rectangle along the edge, each solved for t."""
+    vx, vy = sx1 - sx0, sy1 - sy0
+    vv = vx * vx + vy * vy
+    lo, hi = math.inf, -math.inf
+    for cx, cy in ((ax, ay), (bx, by)):  # |S0 + t v - C|^2 <= d^2
+        wx, wy = sx0 - cx, sy0 - cy
+        b = 2 * (vx * wx + vy * wy)
+        c = (wx * wx + wy * wy) - d * d
+        disc = b * b - 4 * vv * c
+        if disc >= 0:
+            root = math.sqrt(disc)
+            lo, hi = min(lo, (-b - root) / (2 * vv)), max(hi, (-b + root) / (2 * vv))
+    ux, uy = bx - ax, by - ay
+    length = math.hypot(ux, uy)
+    wx, wy = sx0 - ax, sy0 - ay
+    r_lo, r_hi = -math.inf, math.inf
+    # along = (S - A).u / L in [0, L]; across = cross(u, S - A) / L in [-d, d]; both linear in t
+    for k in range(2):
+        if k == 0:
+            value0, slope, low, high = (wx * ux + wy * uy) / length, (vx * ux + vy * uy) / length, 0.0, length
+        else:
+            value0, slope, low, high = (ux * wy - uy * wx) / length, (ux * vy - uy * vx) / length, -d, d
+        if slope == 0:
+            if not low <= value0 <= high:
+                r_lo, r_hi = math.inf, -math.inf
+        else:
+            t1, t2 = (low - value0) / slope, (high - value0) / slope
+            r_lo, r_hi = max(r_lo, min(t1, t2)), min(r_hi, max(t1, t2))
+    if r_lo < r_hi:
+        lo, hi = min(lo, r_lo), max(hi, r_hi)
+    return min(max(lo, 0.0), 1.0), min(max(hi, 0.0), 1.0)
+
+
+@numba.njit(**_JIT)
+def _capsule_intervals(segments: np.ndarray, edges: np.ndarray, d: float) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = np.empty(len(segments)), np.empty(len(segments))
+    for k in range(len(segments)):
+        s, e = segments[k], edges[k]
+        lo[k], hi[k] = _capsule(s[0], s[1], s[2], s[3], e[0], e[1], e[2], e[3], d)
+    return lo, hi
+
+
+def capsule_intervals(segments: np.ndarray, edges: np.ndarray, distance: float) -> tuple[np.ndarray, np.ndarray]:
+    """For row k, segment S(t) = S0 + t (S1 - S0) and edge A-B (float (n, 4) x0, y0, x1, y1 each), the interval
+    [lo, hi] of t in [0, 1] where S(t) is within ``distance`` of the edge (lo >= hi: nowhere). Map units."""
+    return _capsule_intervals(np.ascontiguousarray(segments, np.float64), np.ascontiguousarray(edges, np.float64),
+                              float(distance))
+
+
+@numba.njit(**_JIT)
+def _near_intervals(segments, edges, edge_start, pair_part, pair_segment, d):
+    n_out = 0
+    out_segment = np.empty(1024, np.int64)
+    out_lo, out_hi = np.empty(1024), np.empty(1024)
+    for k in range(pair_part.size):
+        p, s = pair_part[k], pair_segment[k]
+        sx0, sy0, sx1, sy1 = segments[s, 0], segments[s, 1], segments[s, 2], segments[s, 3]
+        x_min, x_max = min(sx0, sx1) - d, max(sx0, sx1) + d
+        y_min, y_max = min(sy0, sy1) - d, max(sy0, sy1) + d
+        for e in range(edge_start[p], edge_start[p + 1]):
+            ax, ay, bx, by = edges[e, 0], edges[e, 1], edges[e, 2], edges[e, 3]
+            if max(ax, bx) < x_min or min(ax, bx) > x_max or max(ay, by) < y_min or min(ay, by) > y_max:
+                continue  # boxes farther apart than d on one axis
+            lo, hi = _capsule(sx0, sy0, sx1, sy1, ax, ay, bx, by, d)
+            if lo < hi:
+                out_segment = _grow(out_segment, n_out + 1)
+                out_lo, out_hi = _grow(out_lo, n_out + 1), _grow(out_hi, n_out + 1)
+                out_segment[n_out], out_lo[n_out], out_hi[n_out] = s, lo, hi
+                n_out += 1
+    return out_segment[:n_out], out_lo[:n_out], out_hi[:n_out]
+
+
+def near_intervals(segments: np.ndarray, edges: np.ndarray, edge_start: np.ndarray, pair_part: np.ndarray,
+                   pair_segment: np.ndarray, distance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(segment, lo, hi) of every non-empty ``capsule_intervals`` interval between a segment and an edge of a
+    polygon part, for the given (part, segment) pairs: part p's edges are edges[edge_start[p]:edge_start[p + 1]].
+    Streams the pairs: memory is the intervals found, not (edge, segment) pairs."""
+    return _near_intervals(np.ascontiguousarray(segments, np.float64), np.ascontiguousarray(edges, np.float64),
+                           np.asarray(edge_start, np.int64), np.asarray(pair_part, np.int64),
+                           np.asarray(pair_segment, np.int64), float(distance))

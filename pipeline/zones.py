@@ -63,6 +63,8 @@ class ZoneLayer:
 def _rasterize_faces(shapes: tuple, grid: LandscapeGrid, tile: Tile) -> np.ndarray:
     if not shapes:
         return np.zeros((tile.height, tile.width), dtype=np.int32)
+    if len(shapes) == 1 and grid.covers_tile(shapes[0][0], tile):  # a chunk inside one face (most chunks)
+        return np.full((tile.height, tile.width), shapes[0][1], dtype=np.int32)
     return rasterize(
         shapes, out_shape=(tile.height, tile.width), transform=grid.tile_transform(tile.row_off, tile.col_off),
         fill=0, dtype=np.int32,

@@ -22,7 +22,6 @@ halo of ceil(bound / pixel size) pixels (never a whole-landscape distance transf
 from __future__ import annotations
 
 import math
-import zlib
 
 import dask
 import dask.array as da
@@ -84,18 +83,14 @@ def _period_block(flags: np.ndarray, lc_a: np.ndarray, lc_b: np.ndarray, *faces:
                   n_rules: int, natural: np.ndarray, ecosystem: np.ndarray) -> tuple[list[np.ndarray], dict, bytes]:
     """One chunk, one pass over the flags: per zone layer (n_faces, n_eco, 2 + 2 R) counts (natural both, any
     degraded, degraded per rule, improved per rule), the chunk's degraded-patch summary (blocks.block_stats,
-    rule bits as values) and the degraded mask, zlib-compressed, for the patch polygons."""
+    rule bits as values) and the degraded mask, packed (blocks.pack), for the patch polygons."""
     both = natural[lc_a] & natural[lc_b]
     eco = np.where(both, ecosystem[lc_a], -1).astype(np.int8)
     counts = [kernels.flag_counts(flags, eco, face, n_faces=nf, n_eco=len(ECOSYSTEMS), n_rules=n_rules)
               for face, nf in zip(faces, n_faces, strict=True)]
     degraded = (flags & 0xFF).astype(np.uint8)
     stats = blocks.block_stats(degraded, degraded, neighbourhood=8, n_values=1 << n_rules)
-    return counts, stats, zlib.compress((degraded > 0).tobytes(), 1)
-
-
-def _unpack(packed: bytes, shape: tuple[int, int]) -> np.ndarray:
-    return np.frombuffer(zlib.decompress(packed), bool).reshape(shape)
+    return counts, stats, blocks.pack(degraded > 0)
 
 
 # ------------------------------------------------------------------------------------------ compute
@@ -198,8 +193,7 @@ def _count(flags: da.Array, lc_a: da.Array, lc_b: da.Array, ctx: Context, *,
     grid_stats = np.empty((nby, nbx), object)
     for i, s in enumerate(stats):
         grid_stats.flat[i] = s
-    mask = da.block([[da.from_delayed(dask.delayed(_unpack, pure=True)(packed[i * nbx + j], (h, w)), (h, w), bool)
-                      for j, w in enumerate(chunks[1])] for i, h in enumerate(chunks[0])])
+    mask = blocks.unpacked_array(packed, chunks, (), bool)
     return counts, blocks.patches_from_stats(grid_stats, mask, neighbourhood=8)
 
 

@@ -30,7 +30,6 @@ pixel; a site's category is the category of most of its pixels.
 from __future__ import annotations
 
 import math
-import zlib
 
 import dask
 import dask.array as da
@@ -124,6 +123,8 @@ def _layer_block(shapes: tuple, grid: LandscapeGrid, tile: Tile, years: tuple[in
 def _mask_block(shapes: tuple, grid: LandscapeGrid, tile: Tile) -> np.ndarray:
     if not shapes:
         return np.zeros((tile.height, tile.width), bool)
+    if any(grid.covers_tile(g, tile) for g in shapes):
+        return np.ones((tile.height, tile.width), bool)
     return rasterize([(g, 1) for g in shapes], out_shape=(tile.height, tile.width), fill=0, dtype=np.uint8,
                      transform=grid.tile_transform(tile.row_off, tile.col_off)).astype(bool)
 
@@ -153,7 +154,7 @@ def source_flags(lc: np.ndarray | None, inside: np.ndarray, *others: np.ndarray,
     flags = np.zeros((n_years, *inside.shape), np.uint8)
     sources = []
     if lc is not None:
-        sources.append(mining_table[lc])
+        sources.append(kernels.lookup(mining_table, lc))
     for bits in others[:n_layers]:
         shifts = np.arange(n_years, dtype=np.uint64)[:, None, None]
         sources.append(((bits[None] >> shifts) & np.uint64(1)).astype(bool))
@@ -286,23 +287,19 @@ def _rasterized_mask(ctx: Context, geom: shapely.Geometry | None) -> da.Array:
 
 def _count_block(flags: np.ndarray, lc: np.ndarray | None, riparian: np.ndarray, rights: np.ndarray,
                  surface: np.ndarray, *faces: np.ndarray, natural: np.ndarray, footprint_bits: int,
-                 **kw) -> tuple[list, bytes, bytes]:
+                 **kw) -> tuple[list, blocks.Packed, blocks.Packed]:
     """One chunk, one pass: the counts (_counts_block), and the flags and site values (mining_sites.site_values,
-    zero off the footprint) zlib-compressed for the site labels and polygons: mining is sparse, so they are small."""
+    zero off the footprint) packed (blocks.pack) for the site labels and polygons: mining is sparse, so they are small."""
     counts = _counts_block(flags, lc, riparian, rights, surface, *faces, footprint_bits=footprint_bits, **kw)
     values = mining_sites.site_values(flags, lc[0] if lc is not None else None, rights, surface, natural=natural,
                                       footprint_bits=footprint_bits)
-    return counts, zlib.compress(flags.tobytes(), 1), zlib.compress(values.tobytes(), 1)
-
-
-def _unpack(packed: bytes, dtype, shape: tuple[int, ...]) -> np.ndarray:
-    return np.frombuffer(zlib.decompress(packed), dtype).reshape(shape)
+    return counts, blocks.pack(flags), blocks.pack(values)
 
 
 def _count(flags, lc, riparian, rights, surface, ctx: Context, *, n_sources, pairs, eco_of_class,
            footprint_bits) -> tuple[list, da.Array, da.Array]:
     """Per zone layer: (year counts, period counts) summed over chunks (see _counts_block); and the flags and
-    site values as dask arrays of the compressed chunks, so the per-year site passes do not recompute them."""
+    site values as dask arrays of the packed chunks, so the per-year site passes do not recompute them."""
     flag_blocks = flags.to_delayed().ravel()
     lc_blocks = lc.to_delayed().ravel() if lc is not None else [None] * len(flag_blocks)
     aux = [a.to_delayed().ravel() for a in (riparian, rights, surface)]
@@ -315,14 +312,8 @@ def _count(flags, lc, riparian, rights, surface, ctx: Context, *, n_sources, pai
         for i in range(len(flag_blocks))]
     counts, packed_flags, packed_values = dask.compute(
         blocks.tree_sum([p[0] for p in parts]), [p[1] for p in parts], [p[2] for p in parts])
-    n_years = flags.shape[0]
-    (rows, cols), nbx = flags.chunks[1:], flags.numblocks[2]
-
-    def unpacked(packed, dtype, lead):
-        return da.block([[da.from_delayed(dask.delayed(_unpack, pure=True)(packed[i * nbx + j], dtype, (*lead, h, w)),
-                                          (*lead, h, w), dtype) for j, w in enumerate(cols)] for i, h in enumerate(rows)])
-
-    return counts, unpacked(packed_flags, np.uint8, (n_years,)), unpacked(packed_values, np.int16, ())
+    return (counts, blocks.unpacked_array(packed_flags, flags.chunks[1:], flags.shape[:1], np.uint8),
+            blocks.unpacked_array(packed_values, flags.chunks[1:], (), np.int16))
 
 
 def _rows(counts, site_values: dict, names: list[str], observed: np.ndarray, ctx: Context, cfg: MiningConfig, *,

@@ -18,17 +18,21 @@ from pipeline.indicators.base import Context
 from pipeline.zones import LANDSCAPE
 
 CATEGORIES = ("I", "II", "III", "IV")
-EDGE_BATCH = 50_000  # site edges per river-segment query in lines_within (bounds its pair temporaries)
 BUFFER_QUAD_SEGS = 64  # segments per quarter circle of the riparian buffer (mining.py): arcs within 0.03 % of true circles
 
 
 def geodesic_km(geom: shapely.Geometry, crs) -> float:
-    """Length of (multi)lines in km on the WGS84 ellipsoid, whatever the grid CRS."""
+    """Length of (multi)lines in km on the WGS84 ellipsoid, whatever the grid CRS: the geodesic length of each
+    straight segment between its transformed ends, summed (as ``pyproj.Geod.geometry_length``, in one call)."""
     if geom is None or geom.is_empty:
         return 0.0
+    segments = _segments(geom)
+    if not len(segments):
+        return 0.0
     to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-    lonlat = shapely.transform(geom, lambda xy: np.column_stack(to_lonlat.transform(xy[:, 0], xy[:, 1])))
-    return Geod(ellps="WGS84").geometry_length(lonlat) / 1000
+    lon0, lat0 = to_lonlat.transform(segments[:, 0], segments[:, 1])
+    lon1, lat1 = to_lonlat.transform(segments[:, 2], segments[:, 3])
+    return float(np.sum(Geod(ellps="WGS84").inv(lon0, lat0, lon1, lat1)[2])) / 1000
 
 
 def site_values(flags: np.ndarray, lc0: np.ndarray | None, rights: np.ndarray, surface: np.ndarray, *,
@@ -91,7 +95,8 @@ def site_stats(frame: gpd.GeoDataFrame, geoms: list, rivers: Segments | None, ye
     for layer in ctx.zones:
         for zone, zone_geom in zip(layer.zone_names, layer.zone_geometries, strict=True):
             hits = tree.query(zone_geom, predicate="intersects") if tree is not None else []
-            touching = sorted(i for i in hits if shapely.area(shapely.intersection(geoms[i], zone_geom)) > 0)
+            inside = set(tree.query(zone_geom, predicate="contains").tolist()) if tree is not None else set()
+            touching = sorted(i for i in hits if i in inside or shapely.area(shapely.intersection(geoms[i], zone_geom)) > 0)
             out[("mining_sites", layer.name, zone, year)] = float(len(touching))
             if rivers is not None:
                 if touching:
@@ -115,18 +120,12 @@ def lines_within(lines: shapely.Geometry | Segments, polygons: list, distance_m:
     lines = lines if isinstance(lines, Segments) else Segments.of(lines)
     segments = lines.coords
     parts = shapely.get_parts(np.asarray(polygons, dtype=object))
-    edges = _segments(shapely.boundary(parts)) if len(parts) else np.zeros((0, 4))
-    if not len(segments) or not len(edges):
+    if not len(segments) or not len(parts):
         return shapely.MultiLineString()
-    found = []  # (segment, lo, hi) per batch of site edges: the (edge, segment) pairs can be tens of millions
-    for start in range(0, len(edges), EDGE_BATCH):
-        batch = edges[start:start + EDGE_BATCH]
-        edge_i, seg_i = lines.tree.query(shapely.linestrings(batch.reshape(-1, 2, 2)), predicate="dwithin",
-                                         distance=distance_m)
-        lo, hi = capsule_intervals(segments[seg_i], batch[edge_i], distance_m)
-        keep = lo < hi
-        found.append((seg_i[keep], lo[keep], hi[keep]))
-    seg_i, lo, hi = _merged(*(np.concatenate(column) for column in zip(*found, strict=True)))
+    edges, edge_start = _edges_by_part(parts)
+    reach = shapely.box(*(shapely.bounds(parts) + [-distance_m, -distance_m, distance_m, distance_m]).T)
+    part_i, seg_i = lines.tree.query(reach)  # boxes within the distance; near_intervals tests each edge
+    seg_i, lo, hi = _merged(*kernels.near_intervals(segments, edges, edge_start, part_i, seg_i, distance_m))
     near = np.unique(lines.tree.query(parts)[1])  # segments whose box meets a site's box
     sites = shapely.STRtree(parts)
     g_seg, g_lo, g_hi = _gaps(seg_i, lo, hi, near)
@@ -188,39 +187,16 @@ def _segments(geom: shapely.Geometry) -> np.ndarray:
     return out[(out[:, 0] != out[:, 2]) | (out[:, 1] != out[:, 3])]
 
 
-def capsule_intervals(segments: np.ndarray, edges: np.ndarray, distance_m: float) -> tuple[np.ndarray, np.ndarray]:
-    """For segment i, P(t) = P0 + t (P1 - P0), the interval [lo, hi] of t in [0, 1] where P(t) is within
-    ``distance_m`` of edge i (lo >= hi: no such t). Pure numpy; one row per (segment, edge) pair."""
-    p0, v = segments[:, :2], segments[:, 2:] - segments[:, :2]
-    a, u = edges[:, :2], edges[:, 2:] - edges[:, :2]
-    lo, hi = np.full(len(p0), np.inf), np.full(len(p0), -np.inf)
-    vv = np.einsum("ij,ij->i", v, v)
-    for centre in (a, edges[:, 2:]):  # the discs at both ends: |P0 + t v - C|^2 <= d^2
-        w = p0 - centre
-        b, c = 2 * np.einsum("ij,ij->i", v, w), np.einsum("ij,ij->i", w, w) - distance_m**2
-        disc = b * b - 4 * vv * c
-        root = np.sqrt(np.where(disc >= 0, disc, 0))
-        hit = disc >= 0
-        lo = np.where(hit, np.minimum(lo, (-b - root) / (2 * vv)), lo)
-        hi = np.where(hit, np.maximum(hi, (-b + root) / (2 * vv)), hi)
-    length = np.hypot(u[:, 0], u[:, 1])
-    w = p0 - a
-    # rectangle: along = (P - A).u / L in [0, L]; across = cross(u, P - A) / L in [-d, d]; both linear in t
-    r_lo, r_hi = np.full(len(p0), -np.inf), np.full(len(p0), np.inf)
-    for value0, slope, low, high in (
-        (np.einsum("ij,ij->i", w, u) / length, np.einsum("ij,ij->i", v, u) / length, 0.0, length),
-        ((u[:, 0] * w[:, 1] - u[:, 1] * w[:, 0]) / length, (u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]) / length,
-         -distance_m, distance_m),
-    ):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t1, t2 = (low - value0) / slope, (high - value0) / slope
-        flat = slope == 0
-        inside_flat = (value0 >= low) & (value0 <= high)
-        r_lo = np.maximum(r_lo, np.where(flat, np.where(inside_flat, -np.inf, np.inf), np.minimum(t1, t2)))
-        r_hi = np.minimum(r_hi, np.where(flat, np.where(inside_flat, np.inf, -np.inf), np.maximum(t1, t2)))
-    rect = r_lo < r_hi
-    lo, hi = np.where(rect, np.minimum(lo, r_lo), lo), np.where(rect, np.maximum(hi, r_hi), hi)
-    return np.clip(lo, 0, 1), np.clip(hi, 0, 1)
+def _edges_by_part(parts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every boundary edge of polygons ``parts`` ((n, 4) x0, y0, x1, y1, part by part) and where each part's
+    edges start (int64 (len(parts) + 1,))."""
+    rings, ring_part = shapely.get_parts(shapely.boundary(parts), return_index=True)
+    coords, index = shapely.get_coordinates(rings, return_index=True)
+    same = index[1:] == index[:-1]
+    edges = np.hstack([coords[:-1], coords[1:]])[same]
+    edge_part = ring_part[index[:-1][same]]
+    real = (edges[:, 0] != edges[:, 2]) | (edges[:, 1] != edges[:, 3])
+    return edges[real], np.searchsorted(edge_part[real], np.arange(len(parts) + 1))
 
 
 def _sub_segments(segments: np.ndarray, seg_i: np.ndarray, t0: np.ndarray, t1: np.ndarray) -> shapely.Geometry:

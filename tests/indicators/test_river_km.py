@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import shapely
 
-from pipeline.indicators.mining_sites import capsule_intervals, lines_within
+from pipeline.indicators.mining_sites import lines_within
+from pipeline.kernels import capsule_intervals
 
 SITE = shapely.box(0, 0, 30, 30)  # one 30 m mining pixel
 

@@ -210,3 +210,15 @@ def test_mapped_and_face_parts_equal_the_global_labels(chunks, neighbourhood):
     assert patches_of(mask, chunks, neighbourhood=neighbourhood).face_parts is None
     with pytest.raises(ValueError, match="table must have shape"):
         p.mapped(table[:-1])
+
+
+@pytest.mark.parametrize("shape, density", [((5, 7), 0.0), ((5, 7), 0.1), ((5, 7), 1.0), ((3, 4, 6), 0.3), ((1, 1), 1.0)])
+def test_pack_round_trip(shape, density):
+    from pipeline.blocks import pack, unpack
+
+    rng = np.random.default_rng(5)
+    for dtype in (bool, np.uint8, np.int16):
+        a = np.where(rng.random(shape) < density, rng.integers(1, 100, shape), 0).astype(dtype)
+        got = unpack(pack(a))
+        assert got.dtype == a.dtype and got.shape == a.shape
+        np.testing.assert_array_equal(got, a)

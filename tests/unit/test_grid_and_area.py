@@ -130,3 +130,26 @@ def test_tile_pieces_rasterise_like_the_whole_polygons(chunk_px):
                 transform=grid.tile_transform(tile.row_off, tile.col_off))
     np.testing.assert_array_equal(pieced, whole)
     assert (whole == 1).sum() > 20 and (whole == 2).sum() == 24
+
+
+@pytest.mark.parametrize("chunk_px", [1, 3, 7, 64])
+def test_covers_tile_only_when_rasterising_burns_every_pixel(chunk_px):
+    """covers_tile stands in for rasterising a polygon that burns a whole chunk: whenever it says so, rasterize
+    (pixel-centre rule) burns every pixel of the chunk; a centre on the polygon's edge is never assumed burnt."""
+    from rasterio.features import rasterize
+
+    grid = LandscapeGrid(CRS.from_epsg(6933), Affine(30, 0, 1000, 0, -30, 5000), (20, 23), chunk_px)
+    disc = shapely.Point(1300, 4700).buffer(260, quad_segs=32)
+    on_centres = shapely.box(1000 + 15, 5000 - 30 * 20, 1000 + 30 * 23, 5000)  # left edge through pixel centres
+    covered = 0
+    for geom in (disc, on_centres, shapely.box(1000, 4400, 1690, 5000)):
+        for tile in grid.tiles():
+            burnt = rasterize([(geom, 1)], out_shape=(tile.height, tile.width),
+                              transform=grid.tile_transform(tile.row_off, tile.col_off))
+            if grid.covers_tile(geom, tile):
+                covered += 1
+                assert burnt.all()
+            if geom is on_centres and tile.col_off == 0:
+                assert not grid.covers_tile(geom, tile)
+    assert covered > 0
+    assert grid.covers_tile(grid.tile_box(next(iter(grid.tiles()))), next(iter(grid.tiles())))
