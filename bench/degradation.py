@@ -41,7 +41,7 @@ def run_ours(ds: Dataset, *, chunk_px: int, workers: int, **_) -> dict:
     stack, ctx = two_year_context(ds, chunk_px=chunk_px, workers=workers, indicators={"degradation": SETTINGS})
     # natural_patches: natural-land labels per year; flags_counts: one pass computing the rule flags, the counts
     # and the degraded-patch labels; degraded_patches: the patch attributes; polygons: the kept patches' shapes
-    targets = [(degradation, "_patch_masks", "natural_patches"), (degradation, "_count", "flags_counts"),
+    targets = [(degradation, "_patch_sizes", "natural_patches"), (degradation, "_count", "flags_counts"),
                (degradation, "_patches", "degraded_patches"), (blocks.Patches, "polygons", "polygons")]
     result = timed_compute(degradation.compute, stack, ctx, workers=workers, stages=stages, targets=targets)
     seconds = time.perf_counter() - started

@@ -238,10 +238,12 @@ def _check_neighbourhood(neighbourhood: int) -> int:
 
 
 def block_stats(block: np.ndarray, values: np.ndarray | None = None, *, neighbourhood: int,
-                n_values: int = 0, faces: tuple[np.ndarray, ...] = (), n_faces: tuple[int, ...] = ()) -> dict:
+                n_values: int = 0, faces: tuple[np.ndarray, ...] = (), n_faces: tuple[int, ...] = (),
+                value_bits: bool = False) -> dict:
     """Pass 1 on one chunk: local label count ``n``, pixels per label ``count``, first pixel ``first``, value
-    histogram ``hist`` (with ``values``), the labels on the four edge lines ``edges`` and, with ``faces`` (zone
-    face ids of the chunk, ``n_faces`` per layer), the (local label, face, pixels) parts ``faces``; O(labels)."""
+    histogram ``hist`` (with ``values``; with ``value_bits``, pixels per set bit of the values, n_values bits:
+    ``kernels.bit_counts``), the labels on the four edge lines ``edges`` and, with ``faces`` (zone face ids of
+    the chunk, ``n_faces`` per layer), the (local label, face, pixels) parts ``faces``; O(labels)."""
     lab, n, count = kernels.label(block, neighbourhood)
     stats = {
         "n": n,
@@ -250,7 +252,8 @@ def block_stats(block: np.ndarray, values: np.ndarray | None = None, *, neighbou
         "edges": (lab[0].copy(), lab[-1].copy(), lab[:, 0].copy(), lab[:, -1].copy()),  # top, bottom, left, right
     }
     if values is not None:
-        stats["hist"] = kernels.histogram(lab, values, n, n_values)[1:]
+        count_values = kernels.bit_counts if value_bits else kernels.histogram
+        stats["hist"] = count_values(lab, values, n, n_values)[1:]
     if n_faces:
         stats["faces"], stats["n_faces"] = _local_face_parts(lab, n, faces, n_faces), tuple(n_faces)
     return stats

@@ -182,6 +182,25 @@ def histogram(lab: np.ndarray, values: np.ndarray, n: int, n_values: int) -> np.
     return hist
 
 
+@numba.njit(**_JIT)
+def _bit_counts(lab: np.ndarray, values: np.ndarray, n: int, n_bits: int) -> np.ndarray:
+    out = np.zeros((n + 1, n_bits), np.int64)
+    flat_l, flat_v = lab.ravel(), values.ravel()
+    for k in range(flat_l.size):
+        p = flat_l[k]
+        if p:
+            v = np.int64(flat_v[k])
+            for b in range(n_bits):
+                out[p, b] += (v >> b) & 1
+    return out
+
+
+def bit_counts(lab: np.ndarray, values: np.ndarray, n: int, n_bits: int) -> np.ndarray:
+    """Pixels of each label whose value has bit b set, for b < n_bits: int64 (n + 1, n_bits), row 0 zero
+    (e.g. the pixels of a degraded patch flagged by each rule)."""
+    return _bit_counts(np.ascontiguousarray(lab), np.ascontiguousarray(values), n, n_bits)
+
+
 # ------------------------------------------------------------------------------------------ bounded distances
 def euclidean_reach(bound_m: float, resolution_m: float) -> np.ndarray:
     """Reach table of a Euclidean distance bound: reach[g] = the largest vertical offset (px) allowed at a

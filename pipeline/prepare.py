@@ -143,9 +143,9 @@ def _check_halos(config: LandscapeConfig, grid: LandscapeGrid, config_path: Path
     """Neighbourhood distances are computed per chunk with a halo: the halo must fit in a chunk."""
     deg = config.indicators.degradation
     if deg is not None:
-        from pipeline.indicators.degradation import halo_px
+        from pipeline.indicators.degradation import rule_halos
 
-        halo = halo_px(deg, grid.resolution_m)
+        halo = max(rule_halos(deg, grid.resolution_m))
         if halo > grid.chunk_px:
             raise ConfigError(
                 f"{config_path}: indicators.degradation edge_depth_m/isolation_m need a halo of {halo} px, wider than "

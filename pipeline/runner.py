@@ -128,6 +128,7 @@ def run(config_path: Path, *, chunk_px: int | None = None, out_dir: Path | None 
             zones_gdf = outputs.zones_layer(results[name].table, zone_geoms, results[name].zone_metrics, grid.crs)
             outputs.write_gpkg({"zones": zones_gdf, **results[name].features}, staging.path(f"{name}.gpkg"))
             results[name] = dataclasses.replace(results[name], features={})
+            cluster.release_memory()
             write_s += time.perf_counter() - tick
 
         sensitivity_meta = {}

@@ -42,54 +42,63 @@ PATCH_LAYER = "degraded_patches"
 ZONE_METRICS = ("degraded_ha_any", "degraded_pct_any")
 MIN_PATCH_HA = 0.5  # smallest degraded patch written to the GeoPackage (every pixel counts in the CSV)
 BATCH_ROWS = 3  # rows of chunks computed together in the rule pass (_count)
-SMALL, LARGE = 1, 2  # size bits of a natural patch (_patch_masks): below small_patch_ha, above large_patch_ha
+SMALL, LARGE = 1, 2  # size bits of a natural patch (_patch_sizes): below small_patch_ha, above large_patch_ha
 
 
-def halo_px(cfg: DegradationConfig, resolution_m: float) -> int:
-    """Pixels of halo the distance rules need (at least 1)."""
-    bounds = [cfg.edge_depth_m if "edge" in cfg.rules else 0, cfg.isolation_m if "isolation" in cfg.rules else 0]
-    return max(1, math.ceil(max(bounds) / resolution_m))
+def rule_halos(cfg: DegradationConfig, resolution_m: float) -> tuple[int, int]:
+    """Pixels of halo the distance rules need: (edge: around the land cover, isolation: around the patch sizes);
+    0 for a rule not configured."""
+    edge = math.ceil(cfg.edge_depth_m / resolution_m) if "edge" in cfg.rules else 0
+    isolation = math.ceil(cfg.isolation_m / resolution_m) if "isolation" in cfg.rules else 0
+    return edge, isolation
 
 
 # ------------------------------------------------------------------------------------------ kernels
-def rule_flags(lc_a: np.ndarray, lc_b: np.ndarray, small_a: np.ndarray, small_b: np.ndarray, large_a: np.ndarray,
-               large_b: np.ndarray, ext_a: np.ndarray | None, ext_b: np.ndarray | None, *, rules: tuple[str, ...],
-               natural: np.ndarray, group: np.ndarray, condition: np.ndarray, ecosystem: np.ndarray,
-               transitions: np.ndarray, edge_reach: np.ndarray, isolation_reach: np.ndarray,
-               halo: tuple[int, int]) -> np.ndarray:
+def _interior(a: np.ndarray, halo: tuple[int, int]) -> np.ndarray:
+    return a[halo[0]:a.shape[0] - halo[0], halo[1]:a.shape[1] - halo[1]]
+
+
+def rule_flags(lc_a: np.ndarray, lc_b: np.ndarray, size_a: np.ndarray, size_b: np.ndarray, ext_a: np.ndarray | None,
+               ext_b: np.ndarray | None, *, rules: tuple[str, ...], natural: np.ndarray, group: np.ndarray,
+               condition: np.ndarray, ecosystem: np.ndarray, transitions: np.ndarray, edge_reach: np.ndarray,
+               isolation_reach: np.ndarray, edge_halo: tuple[int, int], isolation_halo: tuple[int, int]) -> np.ndarray:
     """Per pixel of the block interior: degraded bits (bit r for rules[r]) | improved bits << 8, for pixels
-    natural in both years. All inputs carry a halo of ``halo`` (rows, columns) pixels. ``edge_reach`` and
-    ``isolation_reach`` describe the distance bounds in pixels (``kernels.euclidean_reach``)."""
-    near = large_near = (None, None)
+    natural in both years. ``lc_*`` (class indices) carry a halo of ``edge_halo`` (rows, columns) pixels,
+    ``size_*`` (natural patch size bits SMALL | LARGE) one of ``isolation_halo``, ``ext_*`` none.
+    ``edge_reach`` and ``isolation_reach`` describe the distance bounds in pixels (``kernels.euclidean_reach``)."""
+    near = large_near = small = (None, None)
     if "edge" in rules:
-        near = tuple(kernels.within(kernels.non_natural(lc, natural, first_class=FIRST_CLASS), edge_reach)
-                     for lc in (lc_a, lc_b))
+        near = tuple(_interior(kernels.within(kernels.non_natural(lc, natural, first_class=FIRST_CLASS), edge_reach),
+                               edge_halo) for lc in (lc_a, lc_b))
     if "isolation" in rules:
-        large_near = tuple(kernels.within(large, isolation_reach) for large in (large_a, large_b))
+        large_near = tuple(_interior(kernels.within((size & LARGE) > 0, isolation_reach), isolation_halo)
+                           for size in (size_a, size_b))
+    if "small_patch" in rules:
+        small = tuple((_interior(size, isolation_halo) & SMALL) > 0 for size in (size_a, size_b))
     return kernels.degradation_flags(
-        lc_a, lc_b, rules=rules, halo=halo, natural=natural, group=group, condition=condition, ecosystem=ecosystem,
-        transitions=transitions, small=(small_a, small_b) if "small_patch" in rules else (None, None), near=near,
+        _interior(lc_a, edge_halo), _interior(lc_b, edge_halo), rules=rules, halo=(0, 0), natural=natural,
+        group=group, condition=condition, ecosystem=ecosystem, transitions=transitions, small=small, near=near,
         large_near=large_near, external=(ext_a, ext_b) if "external" in rules else (None, None))
 
 
 def _flags_block(*arrays: np.ndarray, has_external: tuple[bool, bool], **kw) -> np.ndarray:
-    lc_a, lc_b, small_a, small_b, large_a, large_b, *ext = arrays
+    lc_a, lc_b, size_a, size_b, *ext = arrays
     ext_a = ext.pop(0) if has_external[0] else None
     ext_b = ext.pop(0) if has_external[1] else None
-    return rule_flags(lc_a, lc_b, small_a, small_b, large_a, large_b, ext_a, ext_b, **kw)
+    return rule_flags(lc_a, lc_b, size_a, size_b, ext_a, ext_b, **kw)
 
 
 def _period_block(flags: np.ndarray, lc_a: np.ndarray, lc_b: np.ndarray, *faces: np.ndarray, n_faces: tuple,
                   n_rules: int, natural: np.ndarray, ecosystem: np.ndarray) -> tuple[list[np.ndarray], dict, bytes]:
     """One chunk, one pass over the flags: per zone layer (n_faces, n_eco, 2 + 2 R) counts (natural both, any
     degraded, degraded per rule, improved per rule), the chunk's degraded-patch summary (blocks.block_stats,
-    rule bits as values) and the degraded mask, packed (blocks.pack), for the patch polygons."""
+    pixels per rule as values) and the degraded mask, packed (blocks.pack), for the patch polygons."""
     both = natural[lc_a] & natural[lc_b]
     eco = np.where(both, ecosystem[lc_a], -1).astype(np.int8)
     counts = [kernels.flag_counts(flags, eco, face, n_faces=nf, n_eco=len(ECOSYSTEMS), n_rules=n_rules)
               for face, nf in zip(faces, n_faces, strict=True)]
     degraded = (flags & 0xFF).astype(np.uint8)
-    stats = blocks.block_stats(degraded, degraded, neighbourhood=8, n_values=1 << n_rules)
+    stats = blocks.block_stats(degraded, degraded, neighbourhood=8, n_values=n_rules, value_bits=True)
     return counts, stats, blocks.pack(degraded > 0)
 
 
@@ -98,8 +107,11 @@ def _lookup(block: np.ndarray, *, table: np.ndarray) -> np.ndarray:
     return table[block]
 
 
-def _haloed(array: da.Array, halo: tuple[int, int], boundary) -> da.Array:
-    return da.overlap.overlap(array, depth={0: halo[0], 1: halo[1]}, boundary=boundary)
+def _haloed(array: da.Array, halo: tuple[int, int]) -> da.Array:
+    """The chunks of ``array`` with ``halo`` (rows, columns) pixels of their neighbours (zero beyond the grid)."""
+    if not any(halo):
+        return array
+    return da.overlap.overlap(array, depth={0: halo[0], 1: halo[1]}, boundary=False if array.dtype == bool else 0)
 
 
 def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
@@ -107,13 +119,14 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
     cfg: DegradationConfig = ctx.config.indicators.degradation  # type: ignore[assignment]
     grid, legend, years = ctx.grid, ctx.legend, [int(y) for y in stack["year"].values]
     rules = tuple(cfg.rules)
-    # a grid narrower than the halo needs no more halo than its own size (beyond it is outside the landscape)
-    halo = tuple(min(halo_px(cfg, grid.resolution_m), n) for n in grid.shape)
-    chunks = blocks.halo_chunks(grid.chunks, halo)
+    # a grid narrower than a halo needs no more halo than its own size (beyond it is outside the landscape)
+    edge_px, isolation_px = rule_halos(cfg, grid.resolution_m)
+    edge_halo, isolation_halo = (tuple(min(px, n) for n in grid.shape) for px in (edge_px, isolation_px))
+    chunks = blocks.halo_chunks(grid.chunks, tuple(max(a, b) for a, b in zip(edge_halo, isolation_halo, strict=True)))
     lc = stack.data.rechunk((len(years), *chunks))
     matrix = ctx.legend.config.transition_matrix()
     transitions = np.array([[matrix[a][b] for b in GROUPS] for a in GROUPS], dtype=np.int8)
-    patch_masks = _patch_masks(lc, years, cfg, ctx) if {"small_patch", "isolation"} & set(rules) else {}
+    patch_sizes = _patch_sizes(lc, years, cfg, ctx) if {"small_patch", "isolation"} & set(rules) else {}
     external = ctx.rasters.get(f"degradation:{cfg.external.name}") if cfg.external else None
     edge_reach = kernels.euclidean_reach(cfg.edge_depth_m, grid.resolution_m)
     isolation_reach = kernels.euclidean_reach(cfg.isolation_m, grid.resolution_m)
@@ -122,20 +135,20 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
         ia, ib = years.index(year_from), years.index(year_to)
         if "external" in rules and (external is None or not external[0][ib]):
             raise SourceError(f"the external degradation raster has no layer for {year_to}; add it or drop the rule")
-        small = patch_masks.get(("small", year_from)), patch_masks.get(("small", year_to))
-        large = patch_masks.get(("large", year_from)), patch_masks.get(("large", year_to))
-        zeros = da.zeros(grid.shape, bool, chunks=chunks)
-        inputs = [lc[ia], lc[ib], small[0] if small[0] is not None else zeros, small[1] if small[1] is not None else zeros,
-                  large[0] if large[0] is not None else zeros, large[1] if large[1] is not None else zeros]
+        zeros = da.zeros(grid.shape, np.uint8, chunks=chunks)
+        sizes = [patch_sizes.get(year, zeros).rechunk(chunks) for year in (year_from, year_to)]
+        size_halo = isolation_halo if "isolation" in rules else (0, 0)
+        inputs = [(lc[ia], edge_halo), (lc[ib], edge_halo), (sizes[0], size_halo), (sizes[1], size_halo)]
         has_external = (False, False)
         if "external" in rules:
             has_external = (bool(external[0][ia]), True)
-            inputs += [external[1][i].rechunk(chunks) for i, keep in ((ia, has_external[0]), (ib, True)) if keep]
-        haloed = [_haloed(a.rechunk(chunks), halo, 0 if a.dtype != bool else False) for a in inputs]
-        flags = da.map_blocks(
+            inputs += [(external[1][i].rechunk(chunks), (0, 0)) for i, keep in ((ia, has_external[0]), (ib, True)) if keep]
+        haloed = [_haloed(a.rechunk(chunks), halo) for a, halo in inputs]
+        flags = da.map_blocks(  # map_blocks matches blocks by index, so each input can have its own halo
             _flags_block, *haloed, has_external=has_external, rules=rules, natural=legend.natural, group=legend.group,
             condition=legend.condition, ecosystem=legend.ecosystem, transitions=transitions, edge_reach=edge_reach,
-            isolation_reach=isolation_reach, halo=halo, dtype=np.uint16, chunks=chunks,
+            isolation_reach=isolation_reach, edge_halo=edge_halo, isolation_halo=size_halo, dtype=np.uint16,
+            chunks=chunks,
         )
         counts, patches = _count(flags, lc[ia], lc[ib], ctx, n_rules=len(rules))
         rows += _rows(counts, ctx, rules, year_from, year_to)
@@ -148,8 +161,9 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
     return IndicatorResult(table=table, features={PATCH_LAYER: patches}, zone_metrics=ZONE_METRICS, metadata=metadata)
 
 
-def _patch_masks(lc: da.Array, years: list[int], cfg: DegradationConfig, ctx: Context) -> dict:
-    """("small"|"large", year) -> lazy bool: natural pixels in a patch below small_patch_ha / above large_patch_ha."""
+def _patch_sizes(lc: da.Array, years: list[int], cfg: DegradationConfig, ctx: Context) -> dict:
+    """year -> lazy uint8 size bits of each natural pixel's patch: SMALL (below small_patch_ha) | LARGE (above
+    large_patch_ha); one relabelling per year serves both rules."""
     px = ctx.grid.pixel_area_ha
     out = {}
     for i, year in enumerate(years):
@@ -157,10 +171,7 @@ def _patch_masks(lc: da.Array, years: list[int], cfg: DegradationConfig, ctx: Co
         patches = blocks.label_patches(natural, neighbourhood=cfg.neighbourhood)
         size_ha = patches.pixel_count * px
         small = (size_ha < cfg.small_patch_ha) & (patches.pixel_count > 0)
-        size_bits = (small * SMALL | (size_ha > cfg.large_patch_ha) * LARGE).astype(np.uint8)
-        per_pixel = patches.mapped(size_bits)  # one relabelling serves both masks
-        out[("small", year)] = (per_pixel & SMALL) > 0
-        out[("large", year)] = (per_pixel & LARGE) > 0
+        out[year] = patches.mapped((small * SMALL | (size_ha > cfg.large_patch_ha) * LARGE).astype(np.uint8))
     return out
 
 
@@ -236,11 +247,11 @@ def _patches(patches: blocks.Patches, ctx: Context, rules: tuple[str, ...], year
     if ids.size == 0:
         return gpd.GeoDataFrame({c: [] for c in columns}, geometry=[], crs=ctx.grid.crs)
     shapes = patches.polygons(ids, ctx.grid.transform)
-    bits = [np.bitwise_or.reduce(np.flatnonzero(patches.value_counts[i])) for i in ids]
+    flagged = patches.value_counts[ids] > 0  # (patch, rule): the rule flagged some of its pixels
     frame = gpd.GeoDataFrame({
         "patch_id": ids.astype(np.int64), "period": f"{year_from}-{year_to}", "year_from": year_from, "year_to": year_to,
         "area_ha": patches.pixel_count[ids] * px,
-        "rules": [", ".join(rule for r, rule in enumerate(rules) if b >> r & 1) for b in bits],
+        "rules": [", ".join(rule for rule, hit in zip(rules, row, strict=True) if hit) for row in flagged],
     }, geometry=[shapes[int(i)] for i in ids], crs=ctx.grid.crs)
     for layer in ctx.zones:
         frame[layer.name] = blocks.zones_touched_many(frame.geometry.to_numpy(), layer)

@@ -166,3 +166,10 @@ def test_outlines_equal_gdal_polygonize(density):
 def test_outlines_refuse_labels_beyond_count():
     with pytest.raises(ValueError, match="region values"):
         kernels.outlines(np.array([[0, 3]], np.int32), 2)
+
+
+def test_bit_counts_by_hand():
+    """Pixels per label with each bit of their value set: label 1 has values 0b011, 0b001; label 2 has 0b100."""
+    lab = np.array([[1, 1, 0, 2]], np.int32)
+    values = np.array([[3, 1, 7, 4]], np.uint8)  # the background value 7 counts nowhere
+    np.testing.assert_array_equal(kernels.bit_counts(lab, values, 2, 3), [[0, 0, 0], [2, 1, 0], [0, 0, 1]])
