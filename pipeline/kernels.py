@@ -1,13 +1,13 @@
 """Compiled per-chunk kernels (numba) for the patch and distance steps of the indicators (DESIGN.md §6, §9).
 
 Every kernel is pure: numpy arrays in, numpy arrays out, no I/O and no global state. Units are pixels unless a
-name says otherwise; callers convert metres to pixels (``euclidean_reach``, ``taxicab_reach``).
+name says otherwise; callers convert metres to pixels (``euclidean_reach``).
 
 - ``label``: connected components of a 2-D mask (4- or 8-neighbour), numbered 1..n in the row-major order of
   each component's first pixel: the numbering ``scipy.ndimage.label`` gives, with pixel counts per label.
-- ``within``: pixels within a bounded distance of a source mask (exact Euclidean or taxicab), four linear
+- ``within``: pixels within a bounded distance of a source mask (exact; any reach table), four linear
   sweeps instead of a distance transform; memory is two chunk-sized arrays.
-- ``class_edges`` / ``edge_sums`` (connectivity), ``degradation_flags`` / ``flag_counts`` (degradation),
+- ``ecosystem_edges`` / ``ecosystem_edge_sums`` (connectivity), ``degradation_flags`` / ``flag_counts`` (degradation),
   ``site_values`` / ``mining_counts`` (mining): one loop over a chunk instead of many numpy temporaries.
 - ``label_face_counts``: pixels per (chunk-local patch label or class index, zone face): patch parts and class areas per zone.
 - ``transition_counts``: pixels per (zone face, class from, class to) (conversion).
@@ -217,11 +217,6 @@ def euclidean_reach(bound_m: float, resolution_m: float) -> np.ndarray:
     return reach[: int(np.flatnonzero(reach >= 0).max()) + 1] if (reach >= 0).any() else reach[:0]
 
 
-def taxicab_reach(depth_px: int) -> np.ndarray:
-    """Reach table of a taxicab (4-neighbour steps) bound of ``depth_px``: reach[g] = depth_px - g."""
-    return np.arange(depth_px, -1, -1, dtype=np.int64)
-
-
 @numba.njit(**_JIT)
 def _within(source: np.ndarray, reach: np.ndarray) -> np.ndarray:
     rows, cols = source.shape
@@ -266,8 +261,8 @@ def _within(source: np.ndarray, reach: np.ndarray) -> np.ndarray:
 
 
 def within(source: np.ndarray, reach: np.ndarray) -> np.ndarray:
-    """True where a ``source`` pixel lies within the bound described by ``reach`` (``euclidean_reach`` or
-    ``taxicab_reach``); exact, and equal to a distance transform of the same array thresholded at the bound.
+    """True where a ``source`` pixel lies within the bound described by ``reach`` (``euclidean_reach``; a
+    taxicab bound d is reach[g] = d - g); exact, and equal to a distance transform thresholded at the bound.
 
     Parameters
     ----------
@@ -322,77 +317,136 @@ def flag_counts(flags: np.ndarray, eco: np.ndarray, face: np.ndarray, *, n_faces
 
 
 # ------------------------------------------------------------------------------------------ connectivity
+_NON_NATURAL, _UNMAPPED = 254, 255  # ecosystem_edges codes beside 1 + ecosystem index
+
+
 @numba.njit(**_JIT)
-def _class_edges(lc: np.ndarray, member: np.ndarray, first_class: int, reach: np.ndarray,
-                 halo: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _cross_step(a: np.ndarray, out: np.ndarray, take_max: bool) -> None:
+    """One step of a 4-neighbour (cross) minimum or maximum; border pixels see their own value past the
+    border. Row views and a clamp-free inner loop let LLVM vectorise it."""
+    rows, cols = a.shape
+    for i in range(rows):
+        row, up, down, res = a[i], a[max(i - 1, 0)], a[min(i + 1, rows - 1)], out[i]
+        if take_max:
+            for j in range(cols):
+                res[j] = max(row[j], max(up[j], down[j]))
+            for j in range(1, cols):
+                res[j] = max(res[j], row[j - 1])
+            for j in range(cols - 1):
+                res[j] = max(res[j], row[j + 1])
+        else:
+            for j in range(cols):
+                res[j] = min(row[j], min(up[j], down[j]))
+            for j in range(1, cols):
+                res[j] = min(res[j], row[j - 1])
+            for j in range(cols - 1):
+                res[j] = min(res[j], row[j + 1])
+
+
+@numba.njit(**_JIT)
+def _ecosystem_edges(lc: np.ndarray, eco_of_class: np.ndarray, first_class: int, depth: int,
+                     halo: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rows, cols = lc.shape
-    mask = np.zeros((rows, cols), np.bool_)
-    other = np.zeros((rows, cols), np.bool_)
+    table = np.full(eco_of_class.size, _UNMAPPED, np.uint8)  # class -> 1 + ecosystem, _NON_NATURAL, _UNMAPPED
+    for c in range(first_class, eco_of_class.size):
+        table[c] = eco_of_class[c] + 1 if eco_of_class[c] >= 0 else _NON_NATURAL
+    code = np.empty((rows, cols), np.uint8)
+    hi = np.empty((rows, cols), np.uint8)
     for i in range(rows):
         for j in range(cols):
-            c = lc[i, j]
-            if member[c]:
-                mask[i, j] = True
-            elif c >= first_class:
-                other[i, j] = True
-    near = _within(other, reach)
+            c = table[lc[i, j]]
+            code[i, j] = c
+            hi[i, j] = 0 if c == _UNMAPPED else c
+    # lowest and highest mapped code within `depth` 4-neighbour steps (unmapped pixels count as neither)
+    lo = code.copy()
+    lo_next, hi_next = np.empty_like(lo), np.empty_like(hi)
+    for _ in range(depth):
+        _cross_step(lo, lo_next, False)
+        _cross_step(hi, hi_next, True)
+        lo, lo_next = lo_next, lo
+        hi, hi_next = hi_next, hi
     h, w = rows - 2 * halo, cols - 2 * halo
-    inner = np.zeros((h, w), np.bool_)
+    out_code = np.zeros((h, w), np.uint8)
     core = np.zeros((h, w), np.uint8)
     sides = np.zeros((h, w), np.uint8)
     for i in range(h):
+        ii = i + halo
+        row, up, down, row_lo, row_hi = code[ii], code[ii - 1], code[ii + 1], lo[ii], hi[ii]
         for j in range(w):
-            ii, jj = i + halo, j + halo
-            if mask[ii, jj]:
-                inner[i, j] = True
-                sides[i, j] = other[ii - 1, jj] + other[ii + 1, jj] + other[ii, jj - 1] + other[ii, jj + 1]
-                if not near[ii, jj]:
-                    core[i, j] = 1
-    return inner, core, sides
+            jj = j + halo
+            c = row[jj]
+            if c >= _NON_NATURAL:
+                continue
+            out_code[i, j] = c
+            eco_sides = 0
+            natural_sides = 0
+            for n in (up[jj], down[jj], row[jj - 1], row[jj + 1]):
+                eco_sides += (n != _UNMAPPED) & (n != c)
+                natural_sides += n == _NON_NATURAL
+            sides[i, j] = eco_sides | (natural_sides << 4)
+            core[i, j] = ((row_lo[jj] == c) & (row_hi[jj] == c)) | ((row_hi[jj] != _NON_NATURAL) << 1)
+    return out_code, core, sides
 
 
-def class_edges(lc: np.ndarray, member: np.ndarray, *, first_class: int, reach: np.ndarray,
-                halo: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One class group in one chunk with a halo: its pixels, core flags and edge sides, for the interior.
+def ecosystem_edges(lc: np.ndarray, eco_of_class: np.ndarray, *, first_class: int, depth: int,
+                    halo: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ecosystem types and all natural land of one chunk with a halo, in one pass: which natural pixels are
+    core and how many of their sides are edges, for the chunk interior.
 
     Parameters
     ----------
     lc : numpy.ndarray
-        uint8 class indices with a halo of ``halo`` >= 1 pixels (>= the reach's radius); classes below
-        ``first_class`` are unmapped (neither the group nor its edge).
-    member : numpy.ndarray
-        bool per class index: the group.
-    reach : numpy.ndarray
-        ``taxicab_reach(depth)``: core pixels are more than ``depth`` 4-neighbour steps from other mapped classes.
+        Class indices with a halo of ``halo`` >= ``depth`` pixels; classes below ``first_class`` are
+        unmapped (neither class nor edge).
+    eco_of_class : numpy.ndarray
+        int8 ecosystem index per class index, -1 for non-natural classes.
+    depth : int
+        Core depth (px): a core pixel has no pixel of another mapped class group within ``depth``
+        4-neighbour steps (``depth`` erosions with the 4-neighbour cross, as FRAGSTATS).
 
     Returns
     -------
-    inner : bool (interior) the group's pixels; core : uint8 (interior) 1 on core pixels;
-    sides : uint8 (interior) how many of a group pixel's 4 sides face another mapped class (pixel sides).
+    code : uint8 (interior): 1 + ecosystem index on natural pixels, 0 elsewhere.
+    core : uint8 (interior): bit 0 core of its ecosystem type (no other mapped ecosystem or non-natural pixel
+        within the depth), bit 1 core of all natural land (no mapped non-natural pixel within it).
+    sides : uint8 (interior): low 4 bits, sides facing another mapped ecosystem or non-natural pixel; high 4
+        bits, sides facing a mapped non-natural pixel.
+
+    Notes
+    -----
+    The lowest and highest code within the depth (``depth`` cross minimum/maximum steps) decide both kinds of
+    core at once, instead of one distance pass per class group.
     """
-    return _class_edges(np.ascontiguousarray(lc), member, first_class, np.ascontiguousarray(reach, dtype=np.int64),
-                        halo)
+    if halo < max(depth, 1) or min(lc.shape) <= 2 * halo:
+        raise ValueError(f"the halo ({halo} px) must be >= max(depth, 1) = {max(depth, 1)} and leave an interior")
+    _check_below(lc, eco_of_class.size, "class index")
+    return _ecosystem_edges(np.ascontiguousarray(lc), np.asarray(eco_of_class, np.int8), first_class, depth, halo)
 
 
 @numba.njit(**_JIT)
-def _edge_sums(face: np.ndarray, inner: np.ndarray, core: np.ndarray, sides: np.ndarray,
-               n_faces: int) -> tuple[np.ndarray, np.ndarray]:
-    edge = np.zeros(n_faces, np.int64)
-    non_core = np.zeros(n_faces, np.int64)
+def _ecosystem_edge_sums(face, code, core, sides, n_faces, n_codes):
+    edge = np.zeros((n_faces, n_codes + 1), np.int64)
+    non_core = np.zeros((n_faces, n_codes + 1), np.int64)
     rows, cols = face.shape
     for i in range(rows):
         for j in range(cols):
-            if inner[i, j]:
+            c = code[i, j]
+            if c:
                 f = face[i, j]
-                edge[f] += sides[i, j]
-                non_core[f] += 1 - core[i, j]
+                edge[f, c] += sides[i, j] & 15
+                edge[f, 0] += sides[i, j] >> 4
+                non_core[f, c] += 1 - (core[i, j] & 1)
+                non_core[f, 0] += 1 - (core[i, j] >> 1)
     return edge, non_core
 
 
-def edge_sums(face: np.ndarray, inner: np.ndarray, core: np.ndarray, sides: np.ndarray, *,
-              n_faces: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per zone face: edge sides (count of pixel sides) and non-core pixels of a group (``class_edges``)."""
-    return _edge_sums(np.ascontiguousarray(face), inner, core, sides, n_faces)
+def ecosystem_edge_sums(face: np.ndarray, code: np.ndarray, core: np.ndarray, sides: np.ndarray, *, n_faces: int,
+                        n_codes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per zone face, from ``ecosystem_edges``: edge sides and non-core pixels, int64 (n_faces, 1 + n_codes):
+    column 1 + e for ecosystem e, column 0 for all natural land."""
+    _check_below(face, n_faces, "face id")
+    _check_below(code, n_codes + 1, "ecosystem code")
+    return _ecosystem_edge_sums(np.ascontiguousarray(face), code, core, sides, n_faces, n_codes)
 
 
 # rule codes of ``degradation_flags``

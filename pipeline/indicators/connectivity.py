@@ -58,10 +58,11 @@ UNITS = {
 
 
 # ------------------------------------------------------------------------------------------ kernels
-def class_groups(legend: Legend) -> list[tuple[str, np.ndarray]]:
-    """(name, member table over class indices) for each ecosystem type in the legend, then all natural."""
-    groups = [(eco, legend.ecosystem == i) for i, eco in enumerate(ECOSYSTEMS) if (legend.ecosystem == i).any()]
-    return [*groups, (ALL_NATURAL, legend.natural.copy())]
+def class_groups(legend: Legend) -> list[tuple[str, np.ndarray, int]]:
+    """(name, member table over class indices, code) for each ecosystem type in the legend, then all natural;
+    code is 1 + the ecosystem index (0: all natural), as ``kernels.ecosystem_edges`` numbers them."""
+    groups = [(eco, legend.ecosystem == i, i + 1) for i, eco in enumerate(ECOSYSTEMS) if (legend.ecosystem == i).any()]
+    return [*groups, (ALL_NATURAL, legend.natural.copy(), 0)]
 
 
 def core_depth_px(edge_depth_m: float, resolution_m: float) -> int:
@@ -69,16 +70,17 @@ def core_depth_px(edge_depth_m: float, resolution_m: float) -> int:
     return int(math.floor(edge_depth_m / resolution_m + 0.5))
 
 
-def _year_block(lc_halo: np.ndarray, *faces: np.ndarray, tables: np.ndarray, halo: int, reach: np.ndarray,
-                n_faces: tuple[int, ...], part_layers: tuple[int, ...],
-                neighbourhood: int) -> tuple[list[np.ndarray], list[dict | None]]:
-    """One chunk, every group at once: the counts of ``_year_stats`` and each group's patch summary
+def _year_block(lc_halo: np.ndarray, *faces: np.ndarray, tables: np.ndarray, codes: np.ndarray,
+                eco_of_class: np.ndarray, halo: int, depth: int, n_faces: tuple[int, ...],
+                part_layers: tuple[int, ...], neighbourhood: int) -> tuple[list[np.ndarray], list[dict | None]]:
+    """One chunk, every group at once: the counts of ``_year_counts`` and each group's patch summary
     (blocks.block_stats of the group's pixels, core flag as value 1, patch parts per face of the zone layers
-    ``part_layers``; None where the group has no pixel).
+    ``part_layers``; None where the group has no pixel). ``codes``: per group, 1 + its ecosystem index, or 0
+    for all natural land.
 
     Core pixels are those of the group more than ``depth`` 4-neighbour steps from other mapped classes, as
-    ``depth`` binary erosions with the 4-neighbour cross (FRAGSTATS, pylandstats): ``kernels.class_edges`` with
-    a taxicab reach, exact in the chunk interior as the halo is at least ``depth`` pixels.
+    ``depth`` binary erosions with the 4-neighbour cross (FRAGSTATS, pylandstats): ``kernels.ecosystem_edges``,
+    exact in the chunk interior as the halo is at least ``depth`` pixels.
     """
     h = halo
     lc = lc_halo[h:lc_halo.shape[0] - h, h:lc_halo.shape[1] - h]
@@ -86,37 +88,34 @@ def _year_block(lc_halo: np.ndarray, *faces: np.ndarray, tables: np.ndarray, hal
     by_class = [kernels.label_face_counts(lc, face, n_labels=n_classes - 1, n_faces=nf).T  # (face, class) pixels
                 for face, nf in zip(faces, n_faces, strict=True)]
     present = by_class[0].sum(axis=0) > 0  # classes in the chunk (every layer's faces cover it)
-    sparse_columns, group_stats = [], []  # per group: its pixels, core flags and edge sides (interior)
-    for table in tables:
+    code, core, sides = kernels.ecosystem_edges(lc_halo, eco_of_class, first_class=FIRST_CLASS, depth=depth, halo=h)
+    edges = [kernels.ecosystem_edge_sums(face, code, core, sides, n_faces=nf, n_codes=len(ECOSYSTEMS))
+             for face, nf in zip(faces, n_faces, strict=True)]
+    group_stats = []
+    for table, group_code in zip(tables, codes, strict=True):
         if not (table & present).any():
-            sparse_columns.append(None)
             group_stats.append(None)
             continue
-        inner, core, sides = kernels.class_edges(lc_halo, table, first_class=FIRST_CLASS, reach=reach, halo=h)
-        sparse_columns.append((inner, core, sides))
-        group_stats.append(blocks.block_stats(inner, core, neighbourhood=neighbourhood, n_values=2,
+        inner, core_flag = (code == group_code, core & 1) if group_code else (code > 0, core >> 1)
+        group_stats.append(blocks.block_stats(inner, core_flag, neighbourhood=neighbourhood, n_values=2,
                                               faces=tuple(faces[k] for k in part_layers),
                                               n_faces=tuple(n_faces[k] for k in part_layers)))
-    return _year_counts(by_class, faces, tables, sparse_columns, n_faces), group_stats
+    return _year_counts(by_class, edges, tables, codes), group_stats
 
 
-def _year_counts(by_class: list[np.ndarray], faces: tuple[np.ndarray, ...], tables: np.ndarray, sparse_columns: list,
-                 n_faces: tuple[int, ...]) -> list[np.ndarray]:
+def _year_counts(by_class: list[np.ndarray], edges: list[tuple[np.ndarray, np.ndarray]], tables: np.ndarray,
+                 codes: np.ndarray) -> list[np.ndarray]:
     """Per zone layer, per face: [mapped px, then for each group: class px, edge sides, core px].
 
     Class pixels come from the layer's (face, class) pixel counts ``by_class`` (class 0, outside, not counted);
-    edge sides and non-core pixels from the groups' ``kernels.class_edges`` (None: no pixel of the group here).
+    edge sides and non-core pixels per group code from ``kernels.ecosystem_edge_sums`` (``edges``).
     """
     out = []
-    for face, nf, face_class in zip(faces, n_faces, by_class, strict=True):
+    for face_class, (edge, non_core) in zip(by_class, edges, strict=True):
         columns = [face_class[:, FIRST_CLASS:].sum(axis=1)]
-        for table, sparse_col in zip(tables, sparse_columns, strict=True):
+        for table, group_code in zip(tables, codes, strict=True):
             class_px = face_class @ table.astype(np.int64)
-            if sparse_col is None:
-                columns += [class_px, np.zeros(nf, np.int64), class_px]
-                continue
-            edge_count, non_core = kernels.edge_sums(face, *sparse_col, n_faces=nf)
-            columns += [class_px, edge_count, class_px - non_core]
+            columns += [class_px, edge[:, group_code], class_px - non_core[:, group_code]]
         out.append(np.stack(columns, axis=1).astype(np.int64))
     return out
 
@@ -146,21 +145,20 @@ def class_metrics(parts_px: np.ndarray, *, area_px: int, edge_sides: int, core_p
 
 
 # ------------------------------------------------------------------------------------------ compute
-def year_group_stats(lc: da.Array, ctx: Context, tables: np.ndarray, *, depth: int,
+def year_group_stats(lc: da.Array, ctx: Context, tables: np.ndarray, codes: np.ndarray, *, depth: int,
                      neighbourhood: int) -> tuple[list[np.ndarray], list[blocks.Patches | None]]:
     """One pass over the chunks of one year: per zone layer, (n_faces, 1 + 3 · n_groups) pixel counts, and
-    per group its patches (None when the group has no pixel that year)."""
+    per group its patches (None when the group has no pixel that year). ``tables``, ``codes``: class_groups."""
     halo = max(depth, 1)
     chunks = blocks.halo_chunks(lc.chunks, (halo, halo))
     lc = lc.rechunk(chunks)
     haloed = da.overlap.overlap(lc, depth={0: halo, 1: halo}, boundary=0)
     faces = [ctx.face_ids[z.name].rechunk(chunks).to_delayed().ravel() for z in ctx.zones]
     n_faces = tuple(z.n_faces for z in ctx.zones)
-    reach = kernels.taxicab_reach(depth)
     part_layers = tuple(k for k, z in enumerate(ctx.zones) if z.name != LANDSCAPE)  # patch parts per zone face
     parts = [dask.delayed(_year_block, pure=True, nout=2)(
-        block, *(f[i] for f in faces), tables=tables, halo=halo, reach=reach, n_faces=n_faces,
-        part_layers=part_layers, neighbourhood=neighbourhood) for i, block in enumerate(haloed.to_delayed().ravel())]
+        block, *(f[i] for f in faces), tables=tables, codes=codes, eco_of_class=ctx.legend.ecosystem, halo=halo,
+        depth=depth, n_faces=n_faces, part_layers=part_layers, neighbourhood=neighbourhood) for i, block in enumerate(haloed.to_delayed().ravel())]
     counts, group_stats = dask.compute(blocks.tree_sum([p[0] for p in parts]), [p[1] for p in parts])
     patches = []
     for g, table in enumerate(tables):
@@ -201,11 +199,11 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
     cfg: ConnectivityConfig = ctx.config.indicators.connectivity  # type: ignore[assignment]
     depth = core_depth_px(cfg.edge_depth_m, ctx.grid.resolution_m)
     groups = class_groups(ctx.legend)
-    tables = np.stack([t for _, t in groups])
+    tables, codes = np.stack([t for _, t, _ in groups]), np.array([c for _, _, c in groups])
     years = [int(y) for y in stack["year"].values]
     stats, year_patches = {}, {}
     for i, year in enumerate(years):
-        stats[year], year_patches[year] = year_group_stats(stack.data[i], ctx, tables, depth=depth,
+        stats[year], year_patches[year] = year_group_stats(stack.data[i], ctx, tables, codes, depth=depth,
                                                            neighbourhood=cfg.neighbourhood)
     present = [g for g in range(len(groups)) if any(stats[y][0][:, 1 + 3 * g].sum() for y in years)]
     values: dict[tuple, float] = {}
