@@ -415,13 +415,16 @@ class Packed:
 
     shape: tuple[int, ...]
     dtype: np.dtype
-    index: bytes  # zlib: int32 flat indices (last two axes) of the pixels nonzero at any leading index
-    values: bytes  # zlib: their values, (leading, pixel)
+    index: bytes | None  # zlib: int32 flat indices (last two axes) of the pixels nonzero at any leading index
+    values: bytes  # zlib: their values, (leading, pixel); for bool arrays (index None) the packed bits
 
 
 def pack(a: np.ndarray) -> Packed:
-    """Compress a chunk array (..., rows, cols) that is mostly zero, such as mining or degraded pixels: time and
-    size follow the nonzero pixels, not the chunk (zlib of the whole chunk cost ~30 ms per 8 MB)."""
+    """Compress a chunk array (..., rows, cols) that is mostly zero, such as mining or degraded pixels: a bool
+    array as bits, others as their nonzero pixels, so time and size follow those pixels, not the chunk (zlib
+    of the whole chunk cost ~30 ms per 8 MB)."""
+    if a.dtype == bool:
+        return Packed(a.shape, a.dtype, None, zlib.compress(np.packbits(a, axis=None).tobytes(), 1))
     flat = a.reshape(-1, a.shape[-2] * a.shape[-1])
     nonzero = flat[0] != 0 if flat.shape[0] == 1 else flat.any(axis=0)
     index = np.flatnonzero(nonzero).astype(np.int32)
@@ -431,10 +434,18 @@ def pack(a: np.ndarray) -> Packed:
 
 def unpack(packed: Packed) -> np.ndarray:
     """The array ``pack`` was given."""
+    if packed.index is None:
+        bits = np.frombuffer(zlib.decompress(packed.values), np.uint8)
+        return np.unpackbits(bits, count=math.prod(packed.shape)).astype(bool).reshape(packed.shape)
     index = np.frombuffer(zlib.decompress(packed.index), np.int32)
     out = np.zeros((math.prod(packed.shape[:-2]), math.prod(packed.shape[-2:])), packed.dtype)
     out[:, index] = np.frombuffer(zlib.decompress(packed.values), packed.dtype).reshape(out.shape[0], index.size)
     return out.reshape(packed.shape)
+
+
+def lookup_block(block: np.ndarray, *, table: np.ndarray) -> np.ndarray:
+    """map_blocks adapter: ``table[block]`` (kernels.lookup), e.g. the natural mask of class indices."""
+    return kernels.lookup(table, block)
 
 
 def unpacked_array(packed: list[Packed], chunks: tuple[tuple[int, ...], tuple[int, ...]], lead: tuple[int, ...],

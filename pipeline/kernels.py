@@ -223,40 +223,35 @@ def _within(source: np.ndarray, reach: np.ndarray) -> np.ndarray:
     radius = reach.size - 1
     far = radius + 1
     # row pass: horizontal distance (px) to the nearest source pixel in the same row, capped at radius + 1
-    g = np.empty((rows, cols), np.int32)
+    g = np.empty((rows, cols), np.uint16)
     for i in range(rows):
         d = far
+        src, gi = source[i], g[i]
         for j in range(cols):
-            d = 0 if source[i, j] else min(d + 1, far)
-            g[i, j] = d
+            d = 0 if src[j] else min(d + 1, far)
+            gi[j] = d
         d = far
         for j in range(cols - 1, -1, -1):
-            d = 0 if source[i, j] else min(d + 1, far)
-            if d < g[i, j]:
-                g[i, j] = d
+            d = 0 if src[j] else min(d + 1, far)
+            gi[j] = min(gi[j], d)
     # column pass: pixel (i, j) is within when some row i2 has |i - i2| <= reach[g[i2, j]]; sweep down with
-    # the furthest row reached from above, then up with the furthest reached from below
+    # the furthest row reached from above, then up with the furthest reached from below (branch-free rows:
+    # a horizontal distance beyond the radius reaches no row)
+    span = np.full(far + 1, -(rows + 1), np.int64)
+    span[:far] = reach
     out = np.zeros((rows, cols), np.bool_)
     down = np.full(cols, -1, np.int64)
     for i in range(rows):
+        gi, oi = g[i], out[i]
         for j in range(cols):
-            gg = g[i, j]
-            if gg <= radius:
-                r = i + reach[gg]
-                if r > down[j]:
-                    down[j] = r
-            if down[j] >= i:
-                out[i, j] = True
-    up = np.full(cols, rows, np.int64)
+            down[j] = max(down[j], i + span[gi[j]])
+            oi[j] = down[j] >= i
+    up = np.full(cols, 2 * rows + 1, np.int64)
     for i in range(rows - 1, -1, -1):
+        gi, oi = g[i], out[i]
         for j in range(cols):
-            gg = g[i, j]
-            if gg <= radius:
-                r = i - reach[gg]
-                if r < up[j]:
-                    up[j] = r
-            if up[j] <= i:
-                out[i, j] = True
+            up[j] = min(up[j], i - span[gi[j]])
+            oi[j] = oi[j] | (up[j] <= i)
     return out
 
 
@@ -274,11 +269,13 @@ def within(source: np.ndarray, reach: np.ndarray) -> np.ndarray:
     Notes
     -----
     Four linear sweeps (two along rows, two down and up the columns, row by row), about 3 ns/px whatever the
-    bound; memory: an int32 and a bool array of the source's size. Exact for pixels at least len(reach) - 1
+    bound; memory: a uint16 and a bool array of the source's size. Exact for pixels at least len(reach) - 1
     pixels from the array border or when the array is the whole landscape (the halo rule of DESIGN.md §9).
     """
     if reach.size == 0:
         return np.zeros(source.shape, bool)
+    if reach.size >= np.iinfo(np.uint16).max:
+        raise ValueError(f"a bound of {reach.size - 1} px is beyond the 65,534 px this kernel handles")
     return _within(np.ascontiguousarray(source, dtype=bool), np.ascontiguousarray(reach, dtype=np.int64))
 
 

@@ -169,7 +169,7 @@ def year_group_stats(lc: da.Array, ctx: Context, tables: np.ndarray, codes: np.n
         for i, (s, shape) in enumerate(zip(group_stats, itertools.product(*lc.chunks), strict=True)):
             grid_stats.flat[i] = s[g] if s[g] is not None else blocks.empty_stats(
                 shape, n_values=2, n_faces=tuple(n_faces[k] for k in part_layers))
-        mask = lc.map_blocks(_lookup, table=table, dtype=bool)
+        mask = lc.map_blocks(blocks.lookup_block, table=table, dtype=bool)
         patches.append(blocks.patches_from_stats(grid_stats, mask, neighbourhood=neighbourhood))
     return counts, patches
 
@@ -268,10 +268,6 @@ def _network(patches: blocks.Patches | None, group: str, year: int, ctx: Context
     frame = gpd.GeoDataFrame({"patch_id": keep.astype(np.int64), "year": year, "ecosystem": group, "area_ha": areas,
                               "core_ha": patches.value_counts[keep, 1] * pixel_ha}, geometry=geoms, crs=ctx.grid.crs)
     return out, frame
-
-
-def _lookup(block: np.ndarray, *, table: np.ndarray) -> np.ndarray:
-    return table[block]
 
 
 def _concat(frames: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:

@@ -103,10 +103,6 @@ def _period_block(flags: np.ndarray, lc_a: np.ndarray, lc_b: np.ndarray, *faces:
 
 
 # ------------------------------------------------------------------------------------------ compute
-def _lookup(block: np.ndarray, *, table: np.ndarray) -> np.ndarray:
-    return table[block]
-
-
 def _haloed(array: da.Array, halo: tuple[int, int]) -> da.Array:
     """The chunks of ``array`` with ``halo`` (rows, columns) pixels of their neighbours (zero beyond the grid)."""
     if not any(halo):
@@ -167,7 +163,7 @@ def _patch_sizes(lc: da.Array, years: list[int], cfg: DegradationConfig, ctx: Co
     px = ctx.grid.pixel_area_ha
     out = {}
     for i, year in enumerate(years):
-        natural = lc[i].map_blocks(_lookup, table=ctx.legend.natural, dtype=bool)
+        natural = lc[i].map_blocks(blocks.lookup_block, table=ctx.legend.natural, dtype=bool)
         patches = blocks.label_patches(natural, neighbourhood=cfg.neighbourhood)
         size_ha = patches.pixel_count * px
         small = (size_ha < cfg.small_patch_ha) & (patches.pixel_count > 0)
