@@ -255,7 +255,7 @@ def block_stats(block: np.ndarray, values: np.ndarray | None = None, *, neighbou
         count_values = kernels.bit_counts if value_bits else kernels.histogram
         stats["hist"] = count_values(lab, values, n, n_values)[1:]
     if n_faces:
-        stats["faces"], stats["n_faces"] = _local_face_parts(lab, n, faces, n_faces), tuple(n_faces)
+        stats["faces"], stats["n_faces"] = _local_face_parts(lab, n, count, faces, n_faces), tuple(n_faces)
     return stats
 
 
@@ -349,12 +349,16 @@ def _mapped_block(block: np.ndarray, *, table: np.ndarray, neighbourhood: int, l
     return table[_block_lookup(lookup, offsets, nbx, block_id)][kernels.label(block, neighbourhood)[0]]
 
 
-def _local_face_parts(lab: np.ndarray, n_local: int, faces: tuple[np.ndarray, ...],
+def _local_face_parts(lab: np.ndarray, n_local: int, count: np.ndarray, faces: tuple[np.ndarray, ...],
                       n_faces: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """One chunk's labels, per face layer: (local label, face, pixel count) of every label part present."""
+    """One chunk's labels (``count`` pixels each, count[0] background), per face layer: (local label, face,
+    pixel count) of every label part present."""
     out = []
     for face, nf in zip(faces, n_faces, strict=True):
-        if (n_local + 1) * nf <= 4 * lab.size:  # a (label, face) table no bigger than a few chunk arrays
+        lo, hi = kernels.value_range(face) if face.size else (0, 0)
+        if lo == hi and 0 <= lo < nf:  # the chunk lies in one face (most chunks): every label is one part
+            out.append((np.arange(1, n_local + 1), np.full(n_local, lo, np.int64), count[1:n_local + 1]))
+        elif (n_local + 1) * nf <= 4 * lab.size:  # a (label, face) table no bigger than a few chunk arrays
             table = kernels.label_face_counts(lab, face, n_labels=n_local, n_faces=nf)
             local, f = np.nonzero(table)
             out.append((local, f, table[local, f]))

@@ -660,10 +660,29 @@ def label_face_counts(lab: np.ndarray, face: np.ndarray, *, n_labels: int, n_fac
     return _label_face_counts(lab, face, n_labels, n_faces)
 
 
+@numba.njit(**_JIT)
+def _min_max(values: np.ndarray) -> tuple[int, int]:
+    flat = values.ravel()
+    lo = hi = flat[0]
+    for k in range(1, flat.size):
+        lo, hi = min(lo, flat[k]), max(hi, flat[k])
+    return lo, hi
+
+
+def value_range(values: np.ndarray) -> tuple[int, int]:
+    """(min, max) of a non-empty array in one compiled pass."""
+    lo, hi = _min_max(np.ascontiguousarray(values))
+    return int(lo), int(hi)
+
+
 def _check_below(values: np.ndarray, size: int, what: str) -> None:
-    """A compiled counting loop writes at these indices unchecked: refuse values outside [0, size) first."""
-    if values.size and (int(values.min()) < 0 or int(values.max()) >= size):
-        raise ValueError(f"{what} values must lie in [0, {size}); got {int(values.min())}..{int(values.max())}")
+    """A compiled counting loop writes at these indices unchecked: refuse values outside [0, size) first
+    (one compiled min/max pass: numpy's min and max were two)."""
+    if not values.size:
+        return
+    lo, hi = value_range(values)
+    if lo < 0 or hi >= size:
+        raise ValueError(f"{what} values must lie in [0, {size}); got {lo}..{hi}")
 
 
 @numba.njit(**_JIT)
