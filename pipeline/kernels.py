@@ -565,6 +565,26 @@ def site_values(flags: np.ndarray, natural_before: np.ndarray, rights: np.ndarra
 
 
 @numba.njit(**_JIT)
+def _class_bits(lc, table, inside, observed):
+    n_years, rows, cols = lc.shape
+    out = np.zeros((n_years, rows, cols), np.uint8)
+    for t in range(n_years):
+        if observed[t]:
+            for i in range(rows):
+                for j in range(cols):
+                    out[t, i, j] = table[lc[t, i, j]] & inside[i, j]
+    return out
+
+
+def class_bits(lc: np.ndarray, table: np.ndarray, inside: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """uint8 (year, y, x): 1 where ``table`` (bool per class index) flags the class of that year, inside the
+    landscape (``inside``, 2-D) and in an observed year (``observed``, bool per year); 0 elsewhere."""
+    _check_below(lc, table.size, "class index")
+    return _class_bits(np.ascontiguousarray(lc), np.asarray(table, np.bool_), np.ascontiguousarray(inside, np.bool_),
+                       np.asarray(observed, np.bool_))
+
+
+@numba.njit(**_JIT)
 def _mining_counts(flags, lc, has_lc, eco_of_class, riparian, rights, surface, face, n_faces, n_sources, pair_a,
                    pair_b, n_eco, footprint_bits):
     n_years, rows, cols = flags.shape

@@ -153,13 +153,18 @@ def source_flags(lc: np.ndarray | None, inside: np.ndarray, *others: np.ndarray,
     n_layers = len(others) if n_layers is None else n_layers
     flags = np.zeros((n_years, *inside.shape), np.uint8)
     sources = []
-    if lc is not None:
+    if lc is not None and k <= 1:  # nothing to filter: one compiled pass (the common case)
+        flags = kernels.class_bits(lc, mining_table, inside, observed[0])
+        sources.append(None)
+    elif lc is not None:
         sources.append(kernels.lookup(mining_table, lc))
     for bits in others[:n_layers]:
         shifts = np.arange(n_years, dtype=np.uint64)[:, None, None]
         sources.append(((bits[None] >> shifts) & np.uint64(1)).astype(bool))
     sources += [mask.astype(bool) for mask in others[n_layers:]]
     for s, mining in enumerate(sources):
+        if mining is None:  # land cover, set above
+            continue
         kept = persistent(mining & inside[None], observed[s], k)
         flags |= kept.astype(np.uint8) << s
     return flags
@@ -201,9 +206,10 @@ def compute(stack: xr.DataArray | None, ctx: Context) -> IndicatorResult:
     inside = ctx.face_ids[LANDSCAPE] > 0
     lc = stack.data.rechunk((len(years), *grid.chunks)) if stack is not None else None
     eco_of_class = legend.ecosystem.astype(np.int64) if lc is not None else None
-    arrays = [*([lc] if lc is not None else []), inside[None], *(layer[None] for layer in layers),
+    lc_is_source = "landcover" in names  # land cover on disk still tells what mining replaced when it is not
+    arrays = [*([lc] if lc_is_source else []), inside[None], *(layer[None] for layer in layers),
               *(r.rechunk((len(years), *grid.chunks)) for r in rasters)]
-    flags = da.map_blocks(_flags_block, *arrays, has_landcover=lc is not None, n_layers=len(layers),
+    flags = da.map_blocks(_flags_block, *arrays, has_landcover=lc_is_source, n_layers=len(layers),
                           mining_table=legend.mining, observed=observed, k=cfg.min_persistence_years,
                           dtype=np.uint8, chunks=((len(years),), *grid.chunks))
     riparian = _rasterized_mask(ctx, _riparian_zone(ctx, cfg))

@@ -21,12 +21,13 @@ CATEGORIES = ("I", "II", "III", "IV")
 BUFFER_QUAD_SEGS = 64  # segments per quarter circle of the riparian buffer (mining.py): arcs within 0.03 % of true circles
 
 
-def geodesic_km(geom: shapely.Geometry, crs) -> float:
-    """Length of (multi)lines in km on the WGS84 ellipsoid, whatever the grid CRS: the geodesic length of each
-    straight segment between its transformed ends, summed (as ``pyproj.Geod.geometry_length``, in one call)."""
-    if geom is None or geom.is_empty:
+def geodesic_km(lines: shapely.Geometry | np.ndarray, crs) -> float:
+    """Length of (multi)lines, or of an array of them, in km on the WGS84 ellipsoid, whatever the grid CRS: the
+    geodesic length of each straight segment between its transformed ends, summed (as
+    ``pyproj.Geod.geometry_length``, in one call). Points among them add nothing."""
+    if lines is None:
         return 0.0
-    segments = _segments(geom)
+    segments = _segments(lines)
     if not len(segments):
         return 0.0
     to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
@@ -88,10 +89,11 @@ def site_stats(frame: gpd.GeoDataFrame, geoms: list, rivers: Segments | None, ye
     out = {}
     tree = shapely.STRtree(geoms) if geoms else None
     distances = frame["distance_to_river_m"].to_numpy()
-    affected = None
+    affected = np.empty(0, dtype=object)  # the affected river pieces
     close = np.asarray(geoms, dtype=object)[distances <= cfg.affected_distance_m] if geoms else []
     if rivers is not None and len(close):  # only sites within the distance can affect a river
-        affected = lines_within(rivers, list(close), cfg.affected_distance_m)
+        affected = shapely.get_parts(lines_within(rivers, list(close), cfg.affected_distance_m))
+    affected_tree = shapely.STRtree(affected)
     for layer in ctx.zones:
         for zone, zone_geom in zip(layer.zone_names, layer.zone_geometries, strict=True):
             hits = tree.query(zone_geom, predicate="intersects") if tree is not None else []
@@ -101,9 +103,16 @@ def site_stats(frame: gpd.GeoDataFrame, geoms: list, rivers: Segments | None, ye
             if rivers is not None:
                 if touching:
                     out[("median_distance_to_river_m", layer.name, zone, year)] = float(np.median(distances[touching]))
-                out[("river_km_affected", layer.name, zone, year)] = (
-                    geodesic_km(shapely.intersection(affected, zone_geom), ctx.grid.crs) if affected is not None else 0.0)
+                out[("river_km_affected", layer.name, zone, year)] = geodesic_km(
+                    _clipped(affected, affected_tree, zone_geom), ctx.grid.crs)
     return out
+
+
+def _clipped(lines: np.ndarray, tree: shapely.STRtree, polygon: shapely.Geometry) -> np.ndarray:
+    """The parts of ``lines`` inside ``polygon``: lines it contains whole, the others intersected with it."""
+    inside = tree.query(polygon, predicate="contains")
+    crossing = np.setdiff1d(tree.query(polygon, predicate="intersects"), inside)
+    return np.concatenate([lines[inside], shapely.intersection(lines[crossing], polygon)])
 
 
 def lines_within(lines: shapely.Geometry | Segments, polygons: list, distance_m: float) -> shapely.Geometry:

@@ -45,12 +45,13 @@ def _vectors(grid):
     return {"rivers": river, "mining:amw": amw, "mining_rights": rights, "surface_rights": surface}
 
 
-def _run(chunks=(2048, 2048), k=1, with_landcover=True, layers=True):
+def _run(chunks=(2048, 2048), k=1, with_landcover=True, layers=True, landcover_source=True):
     grid = make_grid(LC_2000.shape, chunk_px=chunks[0], crs=LAEA_AT_ORIGIN)
     legend = make_legend()
     config = make_config(
         YEARS,
         indicators={"mining": {"riparian_buffer_m": 50, "affected_distance_m": 60, "min_persistence_years": k,
+                               "landcover_source": landcover_source,
                                "mining_rights": {"path": "r.gpkg", "id_field": "id"},
                                "surface_rights": {"path": "s.gpkg", "id_field": "id"}}},
         mining_layers=[{"name": "amw", "path": "amw.geojson", "year_field": "year", "footprint": False,
@@ -194,6 +195,19 @@ def test_without_land_cover_uses_the_layers_and_says_what_is_missing():
     assert _v(t, "mining_ha", year=2020) == pytest.approx(6 * PX)  # detection polygons stand in for the footprint
     assert "mining_on_natural_ha" not in set(t.metric)
     assert any("mining_on_natural_ha" in item["metric"] for item in out.not_computed)
+
+
+def test_land_cover_on_disk_but_not_a_source():
+    """landcover_source: false with land cover present: the layers make the footprint, and land cover still
+    tells what the mining replaced."""
+    out = _run(landcover_source=False)
+    t = out.table
+    assert "mining_ha_source_landcover" not in set(t.metric)
+    assert _v(t, "mining_ha", year=2020) == pytest.approx(6 * PX) == _v(t, "mining_ha_source_amw", year=2020)
+    sites = out.features[mining.SITE_LAYER]
+    assert len(sites) and sites["was_natural"].notna().all()  # from the land cover of the first year
+    # with persistence 2, the layer's one observed year (2020) confirms nothing
+    assert _v(_run(k=2, landcover_source=False).table, "mining_ha", year=2020) == 0
 
 
 def test_yearly_footprint_layers_count_in_their_own_year_only():
