@@ -172,7 +172,7 @@ def _sensitivity(stack_xr, ctx: Context, results: dict[str, IndicatorResult]):
     reruns: dict[str, dict[str, pd.DataFrame]] = {name: {} for name in results}
     skipped = []
     for variant in sensitivity.variants(config, config.sensitivity, ctx.grid.pixel_area_ha):
-        variant_ctx = dataclasses.replace(ctx, config=variant.config)
+        variant_ctx = dataclasses.replace(ctx, config=variant.config, features=False)  # their tables only
         for name in variant.indicators:
             if name not in results:
                 continue

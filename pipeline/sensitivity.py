@@ -66,6 +66,11 @@ def variants(config: LandscapeConfig, settings: SensitivityConfig, pixel_area_ha
     return out
 
 
+def _row_keys(frame: pd.DataFrame) -> pd.Index:
+    """One 64-bit hash per row of its MATCH columns (missing values alike): rows match across runs by it."""
+    return pd.Index(pd.util.hash_pandas_object(frame[MATCH].astype("string").fillna("<empty>"), index=False))
+
+
 def envelope(base: pd.DataFrame, reruns: list[pd.DataFrame]) -> pd.DataFrame:
     """``base`` with value_lo/value_hi: min and max of each row's value over the base and the reruns.
 
@@ -74,13 +79,11 @@ def envelope(base: pd.DataFrame, reruns: list[pd.DataFrame]) -> pd.DataFrame:
     """
     out = base.copy()
     values = [out["value"].to_numpy(float)]
-    key = out[MATCH].astype("string").fillna("<empty>")
-    index = pd.MultiIndex.from_frame(key)
+    key = _row_keys(out)
     for rerun in reruns:
-        rerun_index = pd.MultiIndex.from_frame(rerun[MATCH].astype("string").fillna("<empty>"))
-        series = pd.Series(rerun["value"].to_numpy(float), index=rerun_index)
+        series = pd.Series(rerun["value"].to_numpy(float), index=_row_keys(rerun))
         series = series[~series.index.duplicated()]
-        values.append(series.reindex(index).to_numpy(float))
+        values.append(series.reindex(key).to_numpy(float))
     stacked = np.vstack(values)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows (metrics without a value) stay NaN

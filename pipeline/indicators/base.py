@@ -38,6 +38,8 @@ class Context:
     # e.g. "rivers", "mining:<name>" (with an int `year` column), "mining_rights", "surface_rights"
     rasters: dict[str, tuple] = field(default_factory=dict, repr=False)
     # "mining:<name>" -> (observed bool per year, lazy bool (year, y, x) on the grid)
+    features: bool = True  # False: the caller keeps the table only (sensitivity reruns); feature layers that no
+    # number of the table depends on may be left empty
 
 
 @dataclass(frozen=True, eq=False)

@@ -148,10 +148,11 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
         )
         counts, patches = _count(flags, lc[ia], lc[ib], ctx, n_rules=len(rules))
         rows += _rows(counts, ctx, rules, year_from, year_to)
-        frames.append(_patches(patches, ctx, rules, year_from, year_to))
+        if ctx.features:  # the patch polygons feed no number of the table
+            frames.append(_patches(patches, ctx, rules, year_from, year_to))
     table = tidy(rows, landscape=ctx.config.name, indicator=NAME)
-    patches = pd.concat(frames, ignore_index=True) if frames else None
-    patches = gpd.GeoDataFrame(patches, geometry="geometry", crs=grid.crs)
+    patches = (gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=grid.crs) if frames
+               else _no_patches(ctx))
     metadata = {"rules": list(rules), "transition_matrix": {a: dict(matrix[a]) for a in GROUPS},
                 "transition_matrix_source": "legend" if legend.config.transitions else "Trends.Earth default"}
     return IndicatorResult(table=table, features={PATCH_LAYER: patches}, zone_metrics=ZONE_METRICS, metadata=metadata)
@@ -234,14 +235,18 @@ def _rows(counts: list[np.ndarray], ctx: Context, rules: tuple[str, ...], year_f
     return rows
 
 
+def _no_patches(ctx: Context) -> gpd.GeoDataFrame:
+    columns = ["patch_id", "period", "year_from", "year_to", "area_ha", "rules", *(z.name for z in ctx.zones)]
+    return gpd.GeoDataFrame({c: [] for c in columns}, geometry=[], crs=ctx.grid.crs)
+
+
 def _patches(patches: blocks.Patches, ctx: Context, rules: tuple[str, ...], year_from: int,
              year_to: int) -> gpd.GeoDataFrame:
     """Degraded patches (any rule) of at least MIN_PATCH_HA, with the rules that flagged their pixels."""
     px = ctx.grid.pixel_area_ha
     ids = np.flatnonzero(patches.pixel_count >= max(MIN_PATCH_HA / px, 1))
-    columns = ["patch_id", "period", "year_from", "year_to", "area_ha", "rules", *(z.name for z in ctx.zones)]
     if ids.size == 0:
-        return gpd.GeoDataFrame({c: [] for c in columns}, geometry=[], crs=ctx.grid.crs)
+        return _no_patches(ctx)
     shapes = patches.polygons(ids, ctx.grid.transform)
     flagged = patches.value_counts[ids] > 0  # (patch, rule): the rule flagged some of its pixels
     frame = gpd.GeoDataFrame({
