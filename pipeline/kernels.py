@@ -723,6 +723,23 @@ def lookup(table: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(**_JIT)
+def _pair_lookup(table: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    out = np.empty(a.shape, table.dtype)
+    rows, cols = a.shape
+    for i in range(rows):
+        for j in range(cols):
+            out[i, j] = table[a[i, j], b[i, j]]
+    return out
+
+
+def pair_lookup(table: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``table[a, b]`` per pixel of two 2-D class-index arrays (e.g. a value per (class from, class to) pair)."""
+    _check_below(a, table.shape[0], "class index")
+    _check_below(b, table.shape[1], "class index")
+    return _pair_lookup(np.ascontiguousarray(table), np.ascontiguousarray(a), np.ascontiguousarray(b))
+
+
+@numba.njit(**_JIT)
 def _transition_counts(lc_from: np.ndarray, lc_to: np.ndarray, face: np.ndarray, n_classes: int,
                        n_faces: int) -> np.ndarray:
     out = np.zeros((n_faces, n_classes, n_classes), np.int64)

@@ -162,8 +162,8 @@ def conversion_patches(stack: da.Array, ctx: Context, *, ia: int, ib: int, year_
     pair_index = np.zeros(K * K, np.int32)
     pair_index[pair_codes] = np.arange(1, pair_codes.size + 1)
     lc_a, lc_b = stack[ia], stack[ib]
-    mask = da.map_blocks(_converted_mask, lc_a, lc_b, natural=legend.natural, dtype=bool)
-    values = da.map_blocks(_pair_values, lc_a, lc_b, pair_index=pair_index, n_classes=K, dtype=np.int32)
+    values = da.map_blocks(kernels.pair_lookup, pair_index.reshape(K, K), lc_a, lc_b, dtype=np.int32)
+    mask = values > 0  # every converted pixel's pair occurs in the landscape, so has an index
     patches = blocks.label_patches(mask, neighbourhood=8, values=values, n_values=pair_codes.size + 1)
     mmu_px = ctx.config.indicators.conversion.min_mapping_unit_ha / pixel_ha  # type: ignore[union-attr]
     ids = np.flatnonzero(patches.pixel_count >= max(mmu_px, 1))  # index 0 (background) has count 0
@@ -189,16 +189,6 @@ def conversion_patches(stack: da.Array, ctx: Context, *, ia: int, ib: int, year_
     for layer in ctx.zones:
         frame[layer.name] = blocks.zones_touched_many(frame.geometry.to_numpy(), layer)
     return frame[[*columns, "geometry"]]
-
-
-def _converted_mask(lc_a: np.ndarray, lc_b: np.ndarray, *, natural: np.ndarray) -> np.ndarray:
-    """Natural in ya, mapped and non-natural in yb."""
-    return natural[lc_a] & ~natural[lc_b] & (lc_b >= FIRST_CLASS)
-
-
-def _pair_values(lc_a: np.ndarray, lc_b: np.ndarray, *, pair_index: np.ndarray, n_classes: int) -> np.ndarray:
-    """Compact index of each pixel's (from, to) pair; 0 for pairs that are not a conversion."""
-    return pair_index[lc_a.astype(np.int32) * n_classes + lc_b]
 
 
 # ------------------------------------------------------------------------------------------ compute

@@ -198,3 +198,11 @@ def test_ecosystem_edges_equal_scipy_per_group(depth):
                 np.testing.assert_array_equal(code == group + 1, inner)
             np.testing.assert_array_equal((core & core_bit > 0)[inner], far[interior][inner])
             np.testing.assert_array_equal(((sides >> shift) & 15)[inner], n_sides[interior][inner])
+
+
+def test_pair_lookup_by_hand():
+    table = np.array([[0, 1], [2, 3]], np.int32)
+    a, b = np.array([[0, 1, 1]], np.uint8), np.array([[1, 0, 1]], np.uint8)
+    np.testing.assert_array_equal(kernels.pair_lookup(table, a, b), [[1, 2, 3]])
+    with pytest.raises(ValueError, match="class index"):
+        kernels.pair_lookup(table, a, np.array([[2, 0, 0]], np.uint8))
