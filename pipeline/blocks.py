@@ -9,7 +9,6 @@ pixel in row-major order: the numbering ``scipy.ndimage.label`` gives on the who
 from __future__ import annotations
 
 import math
-import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -29,6 +28,17 @@ POLYGON_GROUP = 16  # finishing tasks per compute: the pieces of finished patche
 
 
 @dataclass(frozen=True, eq=False)
+class Pieces:
+    """Outlines of labelled regions of one chunk (``kernels.outlines``): ring corners in chunk pixel coordinates
+    (int32 (column, row)), ragged offsets, and the chunk-local patch label of each region."""
+
+    local: np.ndarray  # int32 (n_regions,)
+    corners: np.ndarray
+    ring_offsets: np.ndarray
+    polygon_offsets: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
 class Patches:
     """Connected components of a 2-D mask, labelled over the whole array.
 
@@ -45,35 +55,48 @@ class Patches:
     face_parts : tuple of scipy.sparse.csr_array or None
         Per zone layer summarised with the patches (label_patches ``faces``, block_stats ``faces``): int64
         (n_patches + 1, n_faces) pixels of each patch in each face; None when no face ids were given.
+    pieces_min_px : int or None
+        With the chunks' outlines traced in the labelling pass (label_patches / block_stats ``pieces_min_px``),
+        the smallest patch (pixels) they cover: ``polygons`` of patches at least that big needs no pass over
+        the mask. None: polygons relabel the mask.
     """
 
     n_patches: int
     pixel_count: np.ndarray
     value_counts: np.ndarray | None
     neighbourhood: int
-    _mask: da.Array = field(repr=False)
+    _mask: da.Array | None = field(repr=False)  # None when the summaries were made without a lazy mask
+    _chunks: tuple[tuple[int, ...], tuple[int, ...]] = field(repr=False)
     _lookup: np.ndarray = field(repr=False)  # global patch id of each chunk-local label, all chunks in turn
     _offsets: np.ndarray = field(repr=False)  # chunk b's local label k is _lookup[_offsets[b] + k - 1]
     face_parts: tuple[sparse.csr_array, ...] | None = field(default=None, repr=False)
+    pieces_min_px: int | None = None
+    _pieces: tuple[Pieces, ...] | None = field(default=None, repr=False)  # per chunk, row-major
 
     def labels(self) -> da.Array:
         """Lazy int64 array of global patch ids (0 = background), chunked like the mask; each task
         relabels its chunk (deterministic) and maps local labels to global ids."""
-        return da.map_blocks(_relabel_block, self._mask, **self._task_kwargs(), dtype=np.int64,
+        return da.map_blocks(_relabel_block, self._lazy_mask(), **self._task_kwargs(), dtype=np.int64,
                              meta=np.empty((0, 0), np.int64))
+
+    def _lazy_mask(self) -> da.Array:
+        if self._mask is None:
+            raise ValueError("these patches were summarised without their mask: labels, mapped values and the "
+                             "polygons of patches below pieces_min_px are not available")
+        return self._mask
 
     def mapped(self, table: np.ndarray) -> da.Array:
         """Lazy ``table[global patch id]`` per pixel (``table``: shape (n_patches + 1,), any dtype), chunked like
         the mask. The table is taken to each chunk's local labels first, so no global label array is made."""
         if table.shape != (self.n_patches + 1,):
             raise ValueError(f"table must have shape ({self.n_patches + 1},); got {table.shape}")
-        return da.map_blocks(_mapped_block, self._mask, table=dask.delayed(table, pure=True), **self._task_kwargs(),
+        return da.map_blocks(_mapped_block, self._lazy_mask(), table=dask.delayed(table, pure=True), **self._task_kwargs(),
                              dtype=table.dtype, meta=np.empty((0, 0), table.dtype))
 
     def _task_kwargs(self) -> dict:
         """Arguments of the per-chunk relabelling tasks; the lookup tables are one shared graph key each."""
         return dict(neighbourhood=self.neighbourhood, lookup=dask.delayed(self._lookup, pure=True),
-                    offsets=dask.delayed(self._offsets, pure=True), nbx=self._mask.numblocks[1])
+                    offsets=dask.delayed(self._offsets, pure=True), nbx=len(self._chunks[1]))
 
     def polygons(self, keep: np.ndarray, transform: affine.Affine) -> dict[int, shapely.Geometry]:
         """Vectorise the patches selected by ``keep``.
@@ -94,7 +117,9 @@ class Patches:
         -----
         Each chunk is vectorised in pixel coordinates (integers, so exact), the pieces of each patch are
         unioned, and ``transform`` is applied once at the end: a vertex gets the same map coordinates
-        whatever the chunking. Memory: one chunk per worker plus the geometries of the kept patches.
+        whatever the chunking. The chunks' outlines come from the labelling pass when it traced them
+        (``pieces_min_px`` at most the smallest kept patch), else from a pass relabelling the mask.
+        Memory: one chunk per worker plus the geometries of the kept patches.
         """
         keep = np.asarray(keep)
         if keep.dtype != bool:
@@ -102,14 +127,21 @@ class Patches:
             keep[ids] = True
         if keep.shape != (self.n_patches + 1,):
             raise ValueError(f"keep must have shape ({self.n_patches + 1},) as a bool mask; got {keep.shape}")
-        pieces = da.map_blocks(
-            _block_shapes, self._mask, keep=dask.delayed(keep, pure=True), **self._task_kwargs(),
-            origin=tuple(np.cumsum((0, *c))[:-1] for c in self._mask.chunks),
-            dtype=object, meta=np.empty((0, 0), object), chunks=tuple((1,) * len(c) for c in self._mask.chunks),
-        )
+        origin = tuple(np.cumsum((0, *c))[:-1] for c in self._chunks)
+        traced = self._pieces is not None and bool((self.pixel_count[1:][keep[1:]] >= self.pieces_min_px).all())
+        if traced:
+            nby, nbx = (len(c) for c in self._chunks)
+            chunk_pieces = dask.compute(*[dask.delayed(_kept_pieces, pure=False, traverse=False)(
+                self._pieces[b], _block_lookup(self._lookup, self._offsets, nbx, divmod(b, nbx)), keep,
+                (int(origin[0][b // nbx]), int(origin[1][b % nbx]))) for b in range(nby * nbx)])
+        else:
+            chunk_pieces = dask.compute(da.map_blocks(
+                _block_shapes, self._lazy_mask(), keep=dask.delayed(keep, pure=True), **self._task_kwargs(),
+                origin=origin, dtype=object, meta=np.empty((0, 0), object),
+                chunks=tuple((1,) * len(c) for c in self._chunks)))[0].ravel()
         by_id: dict[int, list[shapely.Geometry]] = defaultdict(list)
         n_chunks: dict[int, int] = defaultdict(int)  # chunks a patch has pieces in
-        for block in dask.compute(pieces)[0].flat:
+        for block in chunk_pieces:
             for pid in {pid for pid, _ in block}:
                 n_chunks[pid] += 1
             for pid, geom in block:
@@ -154,7 +186,8 @@ def _finish_polygons(pieces: list[list[shapely.Geometry]], across_chunks: list[b
 
 
 def label_patches(mask: da.Array, *, neighbourhood: int = 8, values: da.Array | None = None,
-                  n_values: int = 0, faces: tuple[da.Array, ...] = (), n_faces: tuple[int, ...] = ()) -> Patches:
+                  n_values: int = 0, faces: tuple[da.Array, ...] = (), n_faces: tuple[int, ...] = (),
+                  pieces_min_px: int | None = None) -> Patches:
     """Label connected components of a 2-D dask mask over the whole array.
 
     A patch cut by any number of chunk edges is one patch. Patch ids are 1..n in the row-major order of
@@ -173,6 +206,9 @@ def label_patches(mask: da.Array, *, neighbourhood: int = 8, values: da.Array | 
     faces, n_faces : tuple of dask.array.Array, tuple of int
         Zone face ids (values in [0, n_faces[k])) of any number of zone layers: ``Patches.face_parts`` then
         holds each layer's pixels per (patch, face).
+    pieces_min_px : int, optional
+        Trace the outlines of patches of at least this many pixels in the same pass (``block_stats``), so that
+        ``Patches.polygons`` of such patches needs no second pass over the mask.
 
     Returns
     -------
@@ -204,20 +240,24 @@ def label_patches(mask: da.Array, *, neighbourhood: int = 8, values: da.Array | 
     args += [f.rechunk(mask.chunks) for f in faces]
     stats = da.map_blocks(
         _block_stats_cell, *args, has_values=values is not None, neighbourhood=neighbourhood, n_values=n_values,
-        n_faces=tuple(n_faces), dtype=object,
+        n_faces=tuple(n_faces), pieces_min_px=pieces_min_px, dtype=object,
         meta=np.empty((0, 0), object), chunks=tuple((1,) * len(c) for c in mask.chunks),
     )
-    return patches_from_stats(dask.compute(stats)[0], mask, neighbourhood=neighbourhood)
+    return patches_from_stats(dask.compute(stats)[0], mask.chunks, mask=mask, neighbourhood=neighbourhood)
 
 
-def patches_from_stats(stats: np.ndarray, mask: da.Array, *, neighbourhood: int) -> Patches:
-    """Merge per-chunk ``block_stats`` (an object array shaped like ``mask.numblocks``) into Patches.
+def patches_from_stats(stats: np.ndarray, chunks: tuple[tuple[int, ...], tuple[int, ...]], *, neighbourhood: int,
+                       mask: da.Array | None = None) -> Patches:
+    """Merge per-chunk ``block_stats`` (an object array of one summary per chunk of ``chunks``) into Patches.
 
-    For callers that compute the chunk summaries together with other per-chunk results in one pass;
-    ``mask`` must be the array the summaries were made from (it is relabelled for ``labels``/``polygons``)."""
+    For callers that compute the chunk summaries together with other per-chunk results in one pass. ``mask``,
+    the lazy array the summaries were made from, is relabelled for ``labels``, ``mapped`` and the polygons the
+    summaries did not trace (``pieces_min_px``); without it those raise."""
     _check_neighbourhood(neighbourhood)
+    if stats.shape != tuple(len(c) for c in chunks):
+        raise ValueError(f"{stats.shape} chunk summaries for {tuple(len(c) for c in chunks)} chunks")
     offsets = np.cumsum([0] + [s["n"] for s in stats.flat], dtype=np.int64)
-    lookup, n = _merge(stats, offsets, mask.chunks, diagonal=neighbourhood == 8)
+    lookup, n = _merge(stats, offsets, chunks, diagonal=neighbourhood == 8)
     pixel_count = _sum_by(lookup, np.concatenate([s["count"] for s in stats.flat]), n + 1)
     has_values = all("hist" in s for s in stats.flat)
     value_counts = _sum_by(lookup, np.concatenate([s["hist"] for s in stats.flat]), n + 1) if has_values else None
@@ -228,7 +268,11 @@ def patches_from_stats(stats: np.ndarray, mask: da.Array, *, neighbourhood: int)
                               (np.concatenate([lookup[offsets[b] + s["faces"][k][0] - 1] for b, s in enumerate(stats.flat)]),
                                np.concatenate([s["faces"][k][1] for s in stats.flat]))), shape=(n + 1, nf)).tocsr()
             for k, nf in enumerate(stats.flat[0]["n_faces"]))
-    return Patches(n, pixel_count, value_counts, neighbourhood, mask, lookup, offsets, face_parts)
+    min_px = {s.get("pieces_min_px") for s in stats.flat}
+    traced = len(min_px) == 1 and None not in min_px
+    return Patches(n, pixel_count, value_counts, neighbourhood, mask, tuple(chunks), lookup, offsets, face_parts,
+                   pieces_min_px=min_px.pop() if traced else None,
+                   _pieces=tuple(s["pieces"] for s in stats.flat) if traced else None)
 
 
 def _check_neighbourhood(neighbourhood: int) -> int:
@@ -239,35 +283,64 @@ def _check_neighbourhood(neighbourhood: int) -> int:
 
 def block_stats(block: np.ndarray, values: np.ndarray | None = None, *, neighbourhood: int,
                 n_values: int = 0, faces: tuple[np.ndarray, ...] = (), n_faces: tuple[int, ...] = (),
-                value_bits: bool = False) -> dict:
+                value_bits: bool = False, pieces_min_px: int | None = None) -> dict:
     """Pass 1 on one chunk: local label count ``n``, pixels per label ``count``, first pixel ``first``, value
     histogram ``hist`` (with ``values``; with ``value_bits``, pixels per set bit of the values, n_values bits:
-    ``kernels.bit_counts``), the labels on the four edge lines ``edges`` and, with ``faces`` (zone face ids of
-    the chunk, ``n_faces`` per layer), the (local label, face, pixels) parts ``faces``; O(labels)."""
-    lab, n, count = kernels.label(block, neighbourhood)
+    ``kernels.bit_counts``), the labels on the four edge lines ``edges``, with ``faces`` (zone face ids of
+    the chunk, ``n_faces`` per layer) the (local label, face, pixels) parts ``faces``, and with
+    ``pieces_min_px`` the outlines ``pieces`` of every label that may belong to a patch of at least that many
+    pixels (those as big, and all that reach the chunk's edge); O(labels), plus the traced corners.
+
+    Every pass runs on the box around the chunk's patch pixels (``kernels.nonzero_bounds``): a sparse mask
+    costs its box, not the chunk."""
+    n_values = n_values if values is not None else 0
+    box = kernels.nonzero_bounds(block)
+    if box[1] == 0:
+        return empty_stats(block.shape, n_values, tuple(n_faces), pieces_min_px)
+    r0, r1, c0, c1 = box
+    rows, cols = block.shape
+    lab, n, count = kernels.label(block[r0:r1, c0:c1], neighbourhood)
+    first_row, first_col = np.divmod(kernels.first_pixels(lab, n), c1 - c0)
+    edges = tuple(np.zeros(size, np.int32) for size in (cols, cols, rows, rows))  # top, bottom, left, right
+    for line, reaches, part, span in ((0, r0 == 0, lab[0], (c0, c1)), (1, r1 == rows, lab[-1], (c0, c1)),
+                                      (2, c0 == 0, lab[:, 0], (r0, r1)), (3, c1 == cols, lab[:, -1], (r0, r1))):
+        if reaches:
+            edges[line][span[0]:span[1]] = part
     stats = {
         "n": n,
         "count": count[1:],
-        "first": kernels.first_pixels(lab, n),  # row-major index within the chunk
-        "edges": (lab[0].copy(), lab[-1].copy(), lab[:, 0].copy(), lab[:, -1].copy()),  # top, bottom, left, right
+        "first": (first_row + r0) * cols + first_col + c0,  # row-major index within the chunk
+        "edges": edges,
     }
     if values is not None:
         count_values = kernels.bit_counts if value_bits else kernels.histogram
-        stats["hist"] = count_values(lab, values, n, n_values)[1:]
+        stats["hist"] = count_values(lab, values[r0:r1, c0:c1], n, n_values)[1:]
     if n_faces:
-        stats["faces"], stats["n_faces"] = _local_face_parts(lab, n, count, faces, n_faces), tuple(n_faces)
+        stats["faces"] = _local_face_parts(lab, n, count, tuple(f[r0:r1, c0:c1] for f in faces), n_faces)
+        stats["n_faces"] = tuple(n_faces)
+    if pieces_min_px is not None:
+        min_px = max(math.floor(pieces_min_px), 1)
+        keep = count >= min_px  # count[0] (background) is 0
+        for line in edges:
+            keep[line] = True
+        keep[0] = False
+        stats["pieces"], stats["pieces_min_px"] = _outline_pieces(lab, keep, (r0, c0)), min_px
     return stats
 
 
-def empty_stats(shape: tuple[int, int], n_values: int = 0, n_faces: tuple[int, ...] = ()) -> dict:
-    """``block_stats`` of a chunk of ``shape`` without any patch pixel (with a histogram when n_values > 0 and
-    empty face parts for each of ``n_faces``)."""
+def empty_stats(shape: tuple[int, int], n_values: int = 0, n_faces: tuple[int, ...] = (),
+                pieces_min_px: int | None = None) -> dict:
+    """``block_stats`` of a chunk of ``shape`` without any patch pixel (with a histogram when n_values > 0,
+    empty face parts for each of ``n_faces`` and no pieces with ``pieces_min_px``)."""
     stats = {"n": 0, "count": np.zeros(0, np.int64), "first": np.zeros(0, np.int64),
              "edges": tuple(np.zeros(n, np.int32) for n in (shape[1], shape[1], shape[0], shape[0]))}
     if n_values:
         stats["hist"] = np.zeros((0, n_values), np.int64)
     if n_faces:
         stats["faces"], stats["n_faces"] = [(np.zeros(0, np.int64),) * 3 for _ in n_faces], tuple(n_faces)
+    if pieces_min_px is not None:
+        stats["pieces"] = _outline_pieces(np.zeros((1, 1), np.int32), np.zeros(1, bool))
+        stats["pieces_min_px"] = max(math.floor(pieces_min_px), 1)
     return stats
 
 
@@ -346,7 +419,7 @@ def _block_lookup(lookup: np.ndarray, offsets: np.ndarray, nbx: int, block_id: t
 def _mapped_block(block: np.ndarray, *, table: np.ndarray, neighbourhood: int, lookup: np.ndarray,
                   offsets: np.ndarray, nbx: int, block_id: tuple[int, int]) -> np.ndarray:
     """``table`` of each pixel's global patch id, for one chunk (see Patches.mapped)."""
-    return table[_block_lookup(lookup, offsets, nbx, block_id)][kernels.label(block, neighbourhood)[0]]
+    return _in_chunk(block, neighbourhood, table[_block_lookup(lookup, offsets, nbx, block_id)])
 
 
 def _local_face_parts(lab: np.ndarray, n_local: int, count: np.ndarray, faces: tuple[np.ndarray, ...],
@@ -372,28 +445,54 @@ def _local_face_parts(lab: np.ndarray, n_local: int, count: np.ndarray, faces: t
 def _relabel_block(block: np.ndarray, *, neighbourhood: int, lookup: np.ndarray, offsets: np.ndarray,
                    nbx: int, block_id: tuple[int, int]) -> np.ndarray:
     """Global patch ids of one chunk (int64, 0 = background)."""
-    return _block_lookup(lookup, offsets, nbx, block_id)[kernels.label(block, neighbourhood)[0]]
+    return _in_chunk(block, neighbourhood, _block_lookup(lookup, offsets, nbx, block_id))
+
+
+def _in_chunk(block: np.ndarray, neighbourhood: int, by_local: np.ndarray) -> np.ndarray:
+    """``by_local[local label]`` of each pixel of a chunk, labelled as ``block_stats`` labels it (in the box
+    around its patch pixels; ``by_local[0]`` elsewhere)."""
+    out = np.full(block.shape, by_local[0], by_local.dtype)
+    r0, r1, c0, c1 = kernels.nonzero_bounds(block)
+    if r1:
+        out[r0:r1, c0:c1] = by_local[kernels.label(block[r0:r1, c0:c1], neighbourhood)[0]]
+    return out
+
+
+def _outline_pieces(lab: np.ndarray, keep: np.ndarray, origin: tuple[int, int] = (0, 0)) -> Pieces:
+    """The 4-connected regions of the labels selected by ``keep`` (bool, indexed by local label) traced by
+    ``kernels.outlines``, with the local label of each; ``lab`` starts at chunk pixel ``origin`` (row, column)."""
+    if not keep.any():
+        return Pieces(np.zeros(0, np.int32), np.zeros((0, 2), np.int32), np.zeros(1, np.int64), np.zeros(1, np.int64))
+    regions, n, _ = kernels.label(keep[lab], 4)
+    corners, ring_offsets, polygon_offsets = kernels.outlines(regions, n)
+    corners += np.array([origin[1], origin[0]], np.int32)
+    return Pieces(lab.ravel()[kernels.first_pixels(regions, n)], corners, ring_offsets, polygon_offsets)
+
+
+def _kept_pieces(pieces: Pieces, lut: np.ndarray, keep: np.ndarray, origin: tuple[int, int]) -> list[tuple[int, shapely.Geometry]]:
+    """(patch id, polygon) of the kept patches' pieces of one chunk, in whole-array (column, -row) pixel
+    coordinates (integers, so exact: the same vertices whatever the chunking); ``lut``: global id per local label."""
+    patch = lut[pieces.local]
+    chosen = keep[patch]
+    if not chosen.any():
+        return []
+    row0, col0 = origin
+    xy = np.column_stack([pieces.corners[:, 0] + col0, -(pieces.corners[:, 1] + row0)]).astype(np.float64)
+    polygons = shapely.from_ragged_array(shapely.GeometryType.POLYGON, xy, (pieces.ring_offsets, pieces.polygon_offsets))
+    return list(zip(patch[chosen].tolist(), polygons[chosen], strict=True))
 
 
 def _block_shapes(block: np.ndarray, *, neighbourhood: int, lookup: np.ndarray, offsets: np.ndarray,
                   nbx: int, keep: np.ndarray, origin: tuple[np.ndarray, np.ndarray], block_id: tuple[int, int]) -> np.ndarray:
-    """(patch id, polygon) of the kept patches' pieces in one chunk: their 4-connected regions traced by
-    ``kernels.outlines``, in whole-array (column, -row) pixel coordinates (integers, so exact: the same vertices
-    whatever the chunking)."""
+    """(patch id, polygon) of the kept patches' pieces in one chunk, relabelled from the mask (_kept_pieces)."""
     lut = _block_lookup(lookup, offsets, nbx, block_id)
     keep_local = keep[lut]
     keep_local[0] = False
-    pieces = []
-    if keep_local.any():
-        lab = kernels.label(block, neighbourhood)[0]
-        regions, n, _ = kernels.label(keep_local[lab], 4)
-        corners, ring_offsets, polygon_offsets = kernels.outlines(regions, n)
-        row0, col0 = (int(o[k]) for o, k in zip(origin, block_id, strict=True))
-        xy = np.column_stack([corners[:, 0] + col0, -(corners[:, 1] + row0)]).astype(np.float64)
-        polygons = shapely.from_ragged_array(shapely.GeometryType.POLYGON, xy, (ring_offsets, polygon_offsets))
-        patch = lut[lab.ravel()[kernels.first_pixels(regions, n)]]
-        pieces = list(zip(patch.tolist(), polygons, strict=True))
-    return _cell(pieces)
+    if not keep_local.any():
+        return _cell([])
+    r0, r1, c0, c1 = kernels.nonzero_bounds(block)
+    pieces = _outline_pieces(kernels.label(block[r0:r1, c0:c1], neighbourhood)[0], keep_local, (r0, c0))
+    return _cell(_kept_pieces(pieces, lut, keep, tuple(int(o[k]) for o, k in zip(origin, block_id, strict=True))))
 
 
 def zones_touched_many(geoms: list[shapely.Geometry], layer: ZoneLayer) -> list[str]:
@@ -413,51 +512,9 @@ def zones_touched_many(geoms: list[shapely.Geometry], layer: ZoneLayer) -> list[
     return [layer.zone_names[inside[i]] if simple[i] else zones_touched(g, layer) for i, g in enumerate(geoms)]
 
 
-@dataclass(frozen=True)
-class Packed:
-    """A chunk array kept between passes at the cost of its nonzero pixels (see ``pack``)."""
-
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    index: bytes | None  # zlib: int32 flat indices (last two axes) of the pixels nonzero at any leading index
-    values: bytes  # zlib: their values, (leading, pixel); for bool arrays (index None) the packed bits
-
-
-def pack(a: np.ndarray) -> Packed:
-    """Compress a chunk array (..., rows, cols) that is mostly zero, such as mining or degraded pixels: a bool
-    array as bits, others as their nonzero pixels, so time and size follow those pixels, not the chunk (zlib
-    of the whole chunk cost ~30 ms per 8 MB)."""
-    if a.dtype == bool:
-        return Packed(a.shape, a.dtype, None, zlib.compress(np.packbits(a, axis=None).tobytes(), 1))
-    flat = a.reshape(-1, a.shape[-2] * a.shape[-1])
-    nonzero = flat[0] != 0 if flat.shape[0] == 1 else flat.any(axis=0)
-    index = np.flatnonzero(nonzero).astype(np.int32)
-    return Packed(a.shape, a.dtype, zlib.compress(index.tobytes(), 1),
-                  zlib.compress(np.ascontiguousarray(flat[:, index]).tobytes(), 1))
-
-
-def unpack(packed: Packed) -> np.ndarray:
-    """The array ``pack`` was given."""
-    if packed.index is None:
-        bits = np.frombuffer(zlib.decompress(packed.values), np.uint8)
-        return np.unpackbits(bits, count=math.prod(packed.shape)).astype(bool).reshape(packed.shape)
-    index = np.frombuffer(zlib.decompress(packed.index), np.int32)
-    out = np.zeros((math.prod(packed.shape[:-2]), math.prod(packed.shape[-2:])), packed.dtype)
-    out[:, index] = np.frombuffer(zlib.decompress(packed.values), packed.dtype).reshape(out.shape[0], index.size)
-    return out.reshape(packed.shape)
-
-
 def lookup_block(block: np.ndarray, *, table: np.ndarray) -> np.ndarray:
     """map_blocks adapter: ``table[block]`` (kernels.lookup), e.g. the natural mask of class indices."""
     return kernels.lookup(table, block)
-
-
-def unpacked_array(packed: list[Packed], chunks: tuple[tuple[int, ...], tuple[int, ...]], lead: tuple[int, ...],
-                   dtype) -> da.Array:
-    """Lazy dask array (*lead, rows, cols) of packed chunks in row-major order, with the 2-D ``chunks``."""
-    nbx = len(chunks[1])
-    return da.block([[da.from_delayed(dask.delayed(unpack, pure=True)(packed[i * nbx + j]), (*lead, h, w), dtype)
-                      for j, w in enumerate(chunks[1])] for i, h in enumerate(chunks[0])])
 
 
 def tree_sum(partials: list) -> object:

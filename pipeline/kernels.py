@@ -695,6 +695,47 @@ def value_range(values: np.ndarray) -> tuple[int, int]:
     return int(lo), int(hi)
 
 
+@numba.njit(**_JIT)
+def _row_any(row: np.ndarray) -> bool:
+    for j in range(row.size):
+        if row[j]:
+            return True
+    return False
+
+
+@numba.njit(**_JIT)
+def _nonzero_bounds(mask: np.ndarray) -> tuple[int, int, int, int]:
+    rows, cols = mask.shape
+    r0 = 0
+    while r0 < rows and not _row_any(mask[r0]):
+        r0 += 1
+    if r0 == rows:
+        return 0, 0, 0, 0
+    r1 = rows
+    while not _row_any(mask[r1 - 1]):
+        r1 -= 1
+    c0, c1 = cols, 0
+    for i in range(r0, r1):  # each row is read only outside the columns already known to be in the box
+        row = mask[i]
+        j = 0
+        while j < c0 and not row[j]:
+            j += 1
+        c0 = j
+        k = cols - 1
+        while k >= c1 and not row[k]:
+            k -= 1
+        c1 = max(c1, k + 1)
+    return r0, r1, c0, c1
+
+
+def nonzero_bounds(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(first row, last row + 1, first column, last column + 1) of the nonzero pixels of a 2-D array, (0, 0, 0, 0)
+    when there is none: the box cropping a sparse mask. Reads only the pixels outside the box, and each row
+    inside it until its first and last nonzero pixel."""
+    r0, r1, c0, c1 = _nonzero_bounds(np.ascontiguousarray(mask))
+    return int(r0), int(r1), int(c0), int(c1)
+
+
 def _check_below(values: np.ndarray, size: int, what: str) -> None:
     """A compiled counting loop writes at these indices unchecked: refuse values outside [0, size) first
     (one compiled min/max pass: numpy's min and max were two)."""

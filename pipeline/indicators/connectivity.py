@@ -170,7 +170,7 @@ def year_group_stats(lc: da.Array, ctx: Context, tables: np.ndarray, codes: np.n
             grid_stats.flat[i] = s[g] if s[g] is not None else blocks.empty_stats(
                 shape, n_values=2, n_faces=tuple(n_faces[k] for k in part_layers))
         mask = lc.map_blocks(blocks.lookup_block, table=table, dtype=bool)
-        patches.append(blocks.patches_from_stats(grid_stats, mask, neighbourhood=neighbourhood))
+        patches.append(blocks.patches_from_stats(grid_stats, mask.chunks, mask=mask, neighbourhood=neighbourhood))
     return counts, patches
 
 

@@ -164,8 +164,9 @@ def conversion_patches(stack: da.Array, ctx: Context, *, ia: int, ib: int, year_
     lc_a, lc_b = stack[ia], stack[ib]
     values = da.map_blocks(kernels.pair_lookup, pair_index.reshape(K, K), lc_a, lc_b, dtype=np.int32)
     mask = values > 0  # every converted pixel's pair occurs in the landscape, so has an index
-    patches = blocks.label_patches(mask, neighbourhood=8, values=values, n_values=pair_codes.size + 1)
     mmu_px = ctx.config.indicators.conversion.min_mapping_unit_ha / pixel_ha  # type: ignore[union-attr]
+    patches = blocks.label_patches(mask, neighbourhood=8, values=values, n_values=pair_codes.size + 1,
+                                   pieces_min_px=max(mmu_px, 1))  # outlines traced in the labelling pass
     ids = np.flatnonzero(patches.pixel_count >= max(mmu_px, 1))  # index 0 (background) has count 0
     columns = ["patch_id", "period", "year_from", "year_to", "class_from", "class_to", "area_ha", "transitions",
                *(z.name for z in ctx.zones)]

@@ -89,17 +89,20 @@ def _flags_block(*arrays: np.ndarray, has_external: tuple[bool, bool], **kw) -> 
 
 
 def _period_block(flags: np.ndarray, lc_a: np.ndarray, lc_b: np.ndarray, *faces: np.ndarray, n_faces: tuple,
-                  n_rules: int, natural: np.ndarray, ecosystem: np.ndarray) -> tuple[list[np.ndarray], dict, bytes]:
+                  n_rules: int, natural: np.ndarray, ecosystem: np.ndarray,
+                  pieces_min_px: int | None) -> tuple[list[np.ndarray], dict]:
     """One chunk, one pass over the flags: per zone layer (n_faces, n_eco, 2 + 2 R) counts (natural both, any
-    degraded, degraded per rule, improved per rule), the chunk's degraded-patch summary (blocks.block_stats,
-    pixels per rule as values) and the degraded mask, packed (blocks.pack), for the patch polygons."""
+    degraded, degraded per rule, improved per rule), and the chunk's degraded-patch summary (blocks.block_stats,
+    pixels per rule as values) with the outlines of patches that may reach ``pieces_min_px`` pixels (None: no
+    polygons)."""
     both = natural[lc_a] & natural[lc_b]
     eco = np.where(both, ecosystem[lc_a], -1).astype(np.int8)
     counts = [kernels.flag_counts(flags, eco, face, n_faces=nf, n_eco=len(ECOSYSTEMS), n_rules=n_rules)
               for face, nf in zip(faces, n_faces, strict=True)]
     degraded = (flags & 0xFF).astype(np.uint8)
-    stats = blocks.block_stats(degraded, degraded, neighbourhood=8, n_values=n_rules, value_bits=True)
-    return counts, stats, blocks.pack(degraded > 0)
+    stats = blocks.block_stats(degraded, degraded, neighbourhood=8, n_values=n_rules, value_bits=True,
+                               pieces_min_px=pieces_min_px)
+    return counts, stats
 
 
 # ------------------------------------------------------------------------------------------ compute
@@ -178,31 +181,31 @@ def _count(flags: da.Array, lc_a: da.Array, lc_b: da.Array, ctx: Context, *,
     computed ``BATCH_ROWS`` rows of chunks at a time (the halo rows of a batch are read again by the next one;
     one compute over every chunk let dask hold the inputs of many chunks at once: 4 GB at 576 Mpx).
 
-    The degraded mask is kept per chunk, compressed (it is sparse: about 1 bit per degraded-patch border
-    pixel), so the patch polygons do not recompute the flags."""
+    With ``ctx.features``, the chunk summaries trace the outlines of the patches that may reach MIN_PATCH_HA,
+    so the patch polygons do not recompute the flags."""
     chunks = flags.chunks
     flag_blocks = flags.to_delayed().ravel()
     a_blocks = lc_a.rechunk(chunks).to_delayed().ravel()
     b_blocks = lc_b.rechunk(chunks).to_delayed().ravel()
     faces = [ctx.face_ids[z.name].rechunk(chunks).to_delayed().ravel() for z in ctx.zones]
     n_faces = tuple(z.n_faces for z in ctx.zones)
-    parts = [dask.delayed(_period_block, pure=True, nout=3)(
+    pieces_min_px = max(MIN_PATCH_HA / ctx.grid.pixel_area_ha, 1) if ctx.features else None
+    parts = [dask.delayed(_period_block, pure=True, nout=2)(
         flag_blocks[i], a_blocks[i], b_blocks[i], *(f[i] for f in faces), n_faces=n_faces, n_rules=n_rules,
-        natural=ctx.legend.natural, ecosystem=np.maximum(ctx.legend.ecosystem, 0)) for i in range(len(flag_blocks))]
+        natural=ctx.legend.natural, ecosystem=np.maximum(ctx.legend.ecosystem, 0), pieces_min_px=pieces_min_px)
+        for i in range(len(flag_blocks))]
     nby, nbx = flags.numblocks
-    counts, stats, packed = None, [], []
+    counts, stats = None, []
     step = BATCH_ROWS * nbx  # a few rows of chunks per compute: memory stays bounded by the rows, not the landscape
     for start in range(0, len(parts), step):
         batch = parts[start:start + step]
-        c, s, p = dask.compute(blocks.tree_sum([b[0] for b in batch]), [b[1] for b in batch], [b[2] for b in batch])
+        c, s = dask.compute(blocks.tree_sum([b[0] for b in batch]), [b[1] for b in batch])
         counts = c if counts is None else [x + y for x, y in zip(counts, c, strict=True)]
         stats += s
-        packed += p
     grid_stats = np.empty((nby, nbx), object)
     for i, s in enumerate(stats):
         grid_stats.flat[i] = s
-    mask = blocks.unpacked_array(packed, chunks, (), bool)
-    return counts, blocks.patches_from_stats(grid_stats, mask, neighbourhood=8)
+    return counts, blocks.patches_from_stats(grid_stats, chunks[-2:], neighbourhood=8)
 
 
 def _rows(counts: list[np.ndarray], ctx: Context, rules: tuple[str, ...], year_from: int, year_to: int) -> list[dict]:

@@ -120,13 +120,18 @@ def _layer_block(shapes: tuple, grid: LandscapeGrid, tile: Tile, years: tuple[in
                      transform=grid.tile_transform(tile.row_off, tile.col_off))
 
 
-def _mask_block(shapes: tuple, grid: LandscapeGrid, tile: Tile) -> np.ndarray:
-    if not shapes:
-        return np.zeros((tile.height, tile.width), bool)
+def _mask_block(shapes: tuple, grid: LandscapeGrid, tile: Tile,
+                box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Bool mask of ``shapes`` over a chunk, or over the window ``box`` (first row, last row + 1, first column,
+    last column + 1) of it."""
+    r0, r1, c0, c1 = box if box is not None else (0, tile.height, 0, tile.width)
+    shape = (r1 - r0, c1 - c0)
+    if not shapes or 0 in shape:
+        return np.zeros(shape, bool)
     if any(grid.covers_tile(g, tile) for g in shapes):
-        return np.ones((tile.height, tile.width), bool)
-    return rasterize([(g, 1) for g in shapes], out_shape=(tile.height, tile.width), fill=0, dtype=np.uint8,
-                     transform=grid.tile_transform(tile.row_off, tile.col_off)).astype(bool)
+        return np.ones(shape, bool)
+    return rasterize([(g, 1) for g in shapes], out_shape=shape, fill=0, dtype=np.uint8,
+                     transform=grid.tile_transform(tile.row_off + r0, tile.col_off + c0)).astype(bool)
 
 
 def per_chunk(grid: LandscapeGrid, geoms: list[shapely.Geometry], make, dtype, **kwargs) -> da.Array:
@@ -212,12 +217,11 @@ def compute(stack: xr.DataArray | None, ctx: Context) -> IndicatorResult:
     flags = da.map_blocks(_flags_block, *arrays, has_landcover=lc_is_source, n_layers=len(layers),
                           mining_table=legend.mining, observed=observed, k=cfg.min_persistence_years,
                           dtype=np.uint8, chunks=((len(years),), *grid.chunks))
-    riparian = _rasterized_mask(ctx, _riparian_zone(ctx, cfg))
-    rights = _rasterized_mask(ctx, _dissolved(ctx, "mining_rights"))
-    surface = _rasterized_mask(ctx, _dissolved(ctx, "surface_rights"))
-    counts, flags, values = _count(flags, lc, riparian, rights, surface, ctx, n_sources=len(names), pairs=pairs,
-                                   eco_of_class=eco_of_class, footprint_bits=footprint_bits)
-    site_frames, site_values = mining_sites.sites(flags, values, ctx, cfg, footprint_bits=footprint_bits,
+    masks = [_tile_shapes(ctx, geom) for geom in (_riparian_zone(ctx, cfg), _dissolved(ctx, "mining_rights"),
+                                                  _dissolved(ctx, "surface_rights"))]
+    counts, site_summaries = _count(flags, lc, masks, ctx, n_sources=len(names), pairs=pairs,
+                                    eco_of_class=eco_of_class, footprint_bits=footprint_bits)
+    site_frames, site_values = mining_sites.sites(site_summaries, flags.chunks[1:], ctx, cfg,
                                                   has_landcover=lc is not None)
     rows = _rows(counts, site_values, names, observed, ctx, cfg, has_landcover=lc is not None)
     rows += mining_sites.mined_area_rows(ctx, observed, names)
@@ -278,48 +282,63 @@ def _dissolved(ctx: Context, key: str) -> shapely.Geometry | None:
     return shapely.union_all(frame.geometry.to_numpy()) if frame is not None and len(frame) else None
 
 
-def _rasterized_mask(ctx: Context, geom: shapely.Geometry | None) -> da.Array:
-    """Lazy bool mask of a dissolved polygon, rasterised per chunk from its pieces clipped to the chunk
-    (a riparian zone spans the landscape: ``LandscapeGrid.tile_pieces``)."""
+def _tile_shapes(ctx: Context, geom: shapely.Geometry | None) -> list[tuple[shapely.Geometry, ...]]:
+    """Per chunk (row-major), the pieces of a dissolved polygon inside it (a riparian zone spans the landscape:
+    ``LandscapeGrid.tile_pieces``), rasterised by _count_block where mining is."""
     parts = [] if geom is None else [p for p in shapely.get_parts(geom) if not p.is_empty]
-    rows = []
-    for tile, pieces in ctx.grid.tile_pieces(parts):
-        if tile.ix == 0:
-            rows.append([])
-        task = dask.delayed(_mask_block, pure=True)(tuple(piece for _, piece in pieces), ctx.grid, tile)
-        rows[-1].append(da.from_delayed(task, shape=(tile.height, tile.width), dtype=bool))
-    return da.block(rows)
+    return [tuple(piece for _, piece in pieces) for _, pieces in ctx.grid.tile_pieces(parts)]
 
 
-def _count_block(flags: np.ndarray, lc: np.ndarray | None, riparian: np.ndarray, rights: np.ndarray,
-                 surface: np.ndarray, *faces: np.ndarray, natural: np.ndarray, footprint_bits: int,
-                 **kw) -> tuple[list, blocks.Packed, blocks.Packed]:
-    """One chunk, one pass: the counts (_counts_block), and the flags and site values (mining_sites.site_values,
-    zero off the footprint) packed (blocks.pack) for the site labels and polygons: mining is sparse, so they are small."""
-    counts = _counts_block(flags, lc, riparian, rights, surface, *faces, footprint_bits=footprint_bits, **kw)
-    values = mining_sites.site_values(flags, lc[0] if lc is not None else None, rights, surface, natural=natural,
-                                      footprint_bits=footprint_bits)
-    return counts, blocks.pack(flags), blocks.pack(values)
+def _count_block(flags: np.ndarray, lc: np.ndarray | None, riparian: tuple, rights: tuple, surface: tuple,
+                 *faces: np.ndarray, grid: LandscapeGrid, tile: Tile, natural: np.ndarray, footprint_bits: int,
+                 **kw) -> tuple[list, list[dict]]:
+    """One chunk, one pass: the counts (_counts_block), and per year the chunk's site summary (blocks.block_stats
+    of the footprint, 8-connected, with the site values of mining_sites.site_values as values and the sites'
+    outlines traced), so the sites need no second pass over the chunk.
+
+    Only the box around the pixels some source maps as mining in some year is read further, and the riparian
+    zone and rights layers (polygon pieces in this chunk) are rasterised on that box alone: mining is sparse."""
+    r0, r1, c0, c1 = box = kernels.nonzero_bounds(flags.max(axis=0))
+    window = (slice(r0, r1), slice(c0, c1))
+    mined = flags[:, r0:r1, c0:c1]
+    lc_box = lc[:, r0:r1, c0:c1] if lc is not None else None
+    riparian, rights, surface = (_mask_block(shapes, grid, tile, box) for shapes in (riparian, rights, surface))
+    counts = _counts_block(mined, lc_box, riparian, rights, surface, *(face[window] for face in faces),
+                           footprint_bits=footprint_bits, **kw)
+    values = np.zeros(flags.shape[1:], np.int16)
+    values[window] = mining_sites.site_values(mined, lc_box[0] if lc_box is not None else None, rights, surface,
+                                              natural=natural, footprint_bits=footprint_bits)
+    n_values = (flags.shape[0] + 1) * 8
+    site_stats = []
+    for year_flags in mined:
+        footprint = np.zeros(flags.shape[1:], bool)
+        footprint[window] = (year_flags & footprint_bits) > 0
+        site_stats.append(blocks.block_stats(footprint, values, neighbourhood=8, n_values=n_values, pieces_min_px=1))
+    return counts, site_stats
 
 
-def _count(flags, lc, riparian, rights, surface, ctx: Context, *, n_sources, pairs, eco_of_class,
-           footprint_bits) -> tuple[list, da.Array, da.Array]:
-    """Per zone layer: (year counts, period counts) summed over chunks (see _counts_block); and the flags and
-    site values as dask arrays of the packed chunks, so the per-year site passes do not recompute them."""
+def _count(flags, lc, masks: list[list[tuple]], ctx: Context, *, n_sources, pairs, eco_of_class,
+           footprint_bits) -> tuple[list, list[np.ndarray]]:
+    """Per zone layer: (year counts, period counts) summed over chunks (see _counts_block); and per year the
+    chunks' site summaries (an object array shaped like the chunk grid, for blocks.patches_from_stats).
+    ``masks``: riparian zone, mining rights and surface rights, their pieces per chunk (_tile_shapes)."""
     flag_blocks = flags.to_delayed().ravel()
     lc_blocks = lc.to_delayed().ravel() if lc is not None else [None] * len(flag_blocks)
-    aux = [a.to_delayed().ravel() for a in (riparian, rights, surface)]
     faces = [ctx.face_ids[z.name].to_delayed().ravel() for z in ctx.zones]
     n_faces = tuple(z.n_faces for z in ctx.zones)
-    parts = [dask.delayed(_count_block, pure=True, nout=3)(
-        flag_blocks[i], lc_blocks[i], *(a[i] for a in aux), *(f[i] for f in faces), n_faces=n_faces,
-        n_sources=n_sources, pairs=pairs, eco_of_class=eco_of_class, n_eco=len(ECOSYSTEMS),
+    parts = [dask.delayed(_count_block, pure=True, nout=2)(
+        flag_blocks[i], lc_blocks[i], *(m[i] for m in masks), *(f[i] for f in faces), grid=ctx.grid, tile=tile,
+        n_faces=n_faces, n_sources=n_sources, pairs=pairs, eco_of_class=eco_of_class, n_eco=len(ECOSYSTEMS),
         footprint_bits=footprint_bits, natural=ctx.legend.natural)
-        for i in range(len(flag_blocks))]
-    counts, packed_flags, packed_values = dask.compute(
-        blocks.tree_sum([p[0] for p in parts]), [p[1] for p in parts], [p[2] for p in parts])
-    return (counts, blocks.unpacked_array(packed_flags, flags.chunks[1:], flags.shape[:1], np.uint8),
-            blocks.unpacked_array(packed_values, flags.chunks[1:], (), np.int16))
+        for i, tile in enumerate(ctx.grid.tiles())]
+    counts, stats = dask.compute(blocks.tree_sum([p[0] for p in parts]), [p[1] for p in parts])
+    by_year = []
+    for y in range(flags.shape[0]):
+        grid_stats = np.empty(flags.numblocks[1:], object)
+        for i, chunk_stats in enumerate(stats):
+            grid_stats.flat[i] = chunk_stats[y]
+        by_year.append(grid_stats)
+    return counts, by_year
 
 
 def _rows(counts, site_values: dict, names: list[str], observed: np.ndarray, ctx: Context, cfg: MiningConfig, *,

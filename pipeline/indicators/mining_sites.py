@@ -4,9 +4,9 @@ and the mined-area estimates of polygon sources (the vector half of the mining i
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import dask.array as da
 import geopandas as gpd
 import numpy as np
 import shapely
@@ -44,40 +44,50 @@ def site_values(flags: np.ndarray, lc0: np.ndarray | None, rights: np.ndarray, s
     return kernels.site_values(flags, was_natural, rights, surface, footprint_bits=footprint_bits)
 
 
-def sites(flags: da.Array, values: da.Array, ctx: Context, cfg: MiningConfig, *, footprint_bits: int,
-          has_landcover: bool) -> tuple[list, dict]:
+def sites(summaries: list[np.ndarray], chunks: tuple[tuple[int, ...], tuple[int, ...]], ctx: Context,
+          cfg: MiningConfig, *, has_landcover: bool) -> tuple[list, dict]:
     """Sites (8-connected mining patches) per year: polygons with attributes, and per-zone site statistics.
-    ``values`` are the per-pixel ``site_values``."""
-    grid, years = ctx.grid, ctx.config.years
+    ``summaries``: per year, the chunks' blocks.block_stats of the footprint with the per-pixel ``site_values``
+    as values and the outlines traced (mining._count_block)."""
+    years = ctx.config.years
     rivers = ctx.vectors.get("rivers")
     river_lines = shapely.union_all(rivers.geometry.to_numpy()) if rivers is not None and len(rivers) else None
     river_segments = Segments.of(river_lines) if river_lines is not None else None
-    n_values = (len(years) + 1) * 8
-    frames, stats = [], {}
-    for y, year in enumerate(years):
-        patches = blocks.label_patches((flags[y] & footprint_bits) > 0, neighbourhood=8, values=values, n_values=n_values)
-        ids = np.arange(1, patches.n_patches + 1)
-        shapes = patches.polygons(ids, grid.transform) if ids.size else {}
-        geoms = [shapes[int(i)] for i in ids]
-        hist = patches.value_counts[ids].reshape(len(ids), len(years) + 1, 4, 2) if ids.size else np.zeros((0, len(years) + 1, 4, 2))
-        first_seen = [years[int(np.flatnonzero(h.sum(axis=(1, 2))[1:])[0])] if h.sum() else year for h in hist]
-        category = [CATEGORIES[int(h.sum(axis=(0, 2)).argmax())] for h in hist]
-        natural_share = [float(h[:, :, 1].sum() / h.sum()) if h.sum() else math.nan for h in hist]
-        distance = (river_segments.distance(geoms).tolist() if river_segments is not None
-                    else [math.nan] * len(geoms))
-        frame = gpd.GeoDataFrame({
-            "site_id": ids.astype(np.int64), "year": year, "area_ha": patches.pixel_count[ids] * grid.pixel_area_ha,
-            "first_year_seen": first_seen, "distance_to_river_m": distance,
-            "was_natural": [s >= 0.5 if has_landcover and not math.isnan(s) else None for s in natural_share],
-            "natural_before_pct": [100 * s if has_landcover else math.nan for s in natural_share],
-            "category": category,
-        }, geometry=geoms, crs=grid.crs)
-        for layer in ctx.zones:
-            if layer.name != LANDSCAPE:
-                frame[layer.name] = blocks.zones_touched_many(geoms, layer)
-        frames.append(frame)
-        stats.update(site_stats(frame, geoms, river_segments, year, ctx, cfg))
-    return frames, stats
+    threads = max(1, min(len(years), ctx.config.compute.workers))
+    with ThreadPoolExecutor(threads) as pool:  # the vector work releases the GIL: one year per thread
+        done = list(pool.map(lambda args: _year_sites(*args, chunks, river_segments, ctx, cfg, has_landcover=has_landcover),
+                             zip(years, summaries, strict=True)))
+    stats: dict = {}
+    for _, year_stats in done:
+        stats.update(year_stats)
+    return [frame for frame, _ in done], stats
+
+
+def _year_sites(year: int, summary: np.ndarray, chunks: tuple, river_segments: Segments | None, ctx: Context,
+                cfg: MiningConfig, *, has_landcover: bool) -> tuple[gpd.GeoDataFrame, dict]:
+    """One year's sites (see ``sites``) and their site_stats."""
+    grid, years = ctx.grid, ctx.config.years
+    patches = blocks.patches_from_stats(summary, chunks, neighbourhood=8)
+    ids = np.arange(1, patches.n_patches + 1)
+    shapes = patches.polygons(ids, grid.transform) if ids.size else {}
+    geoms = [shapes[int(i)] for i in ids]
+    hist = patches.value_counts[ids].reshape(len(ids), len(years) + 1, 4, 2) if ids.size else np.zeros((0, len(years) + 1, 4, 2))
+    first_seen = [years[int(np.flatnonzero(h.sum(axis=(1, 2))[1:])[0])] if h.sum() else year for h in hist]
+    category = [CATEGORIES[int(h.sum(axis=(0, 2)).argmax())] for h in hist]
+    natural_share = [float(h[:, :, 1].sum() / h.sum()) if h.sum() else math.nan for h in hist]
+    distance = (river_segments.distance(geoms).tolist() if river_segments is not None
+                else [math.nan] * len(geoms))
+    frame = gpd.GeoDataFrame({
+        "site_id": ids.astype(np.int64), "year": year, "area_ha": patches.pixel_count[ids] * grid.pixel_area_ha,
+        "first_year_seen": first_seen, "distance_to_river_m": distance,
+        "was_natural": [s >= 0.5 if has_landcover and not math.isnan(s) else None for s in natural_share],
+        "natural_before_pct": [100 * s if has_landcover else math.nan for s in natural_share],
+        "category": category,
+    }, geometry=geoms, crs=grid.crs)
+    for layer in ctx.zones:
+        if layer.name != LANDSCAPE:
+            frame[layer.name] = blocks.zones_touched_many(geoms, layer)
+    return frame, site_stats(frame, geoms, river_segments, year, ctx, cfg)
 
 
 def site_stats(frame: gpd.GeoDataFrame, geoms: list, rivers: Segments | None, year: int, ctx: Context,
@@ -92,7 +102,7 @@ def site_stats(frame: gpd.GeoDataFrame, geoms: list, rivers: Segments | None, ye
     affected = np.empty(0, dtype=object)  # the affected river pieces
     close = np.asarray(geoms, dtype=object)[distances <= cfg.affected_distance_m] if geoms else []
     if rivers is not None and len(close):  # only sites within the distance can affect a river
-        affected = shapely.get_parts(lines_within(rivers, list(close), cfg.affected_distance_m))
+        affected = lines_within(rivers, list(close), cfg.affected_distance_m)
     affected_tree = shapely.STRtree(affected)
     for layer in ctx.zones:
         for zone, zone_geom in zip(layer.zone_names, layer.zone_geometries, strict=True):
@@ -115,8 +125,9 @@ def _clipped(lines: np.ndarray, tree: shapely.STRtree, polygon: shapely.Geometry
     return np.concatenate([lines[inside], shapely.intersection(lines[crossing], polygon)])
 
 
-def lines_within(lines: shapely.Geometry | Segments, polygons: list, distance_m: float) -> shapely.Geometry:
-    """The parts of ``lines`` within ``distance_m`` of any of ``polygons``, exactly (no buffer polygon).
+def lines_within(lines: shapely.Geometry | Segments, polygons: list, distance_m: float) -> np.ndarray:
+    """The parts of ``lines`` within ``distance_m`` of any of ``polygons``, exactly (no buffer polygon), as an
+    array of straight LineStrings that do not overlap.
 
     A point is within the distance of a polygon when it lies inside it or within the distance of one of its
     edges, i.e. inside the capsule (rectangle and two discs) around that edge. A capsule is convex, so it cuts
@@ -130,7 +141,7 @@ def lines_within(lines: shapely.Geometry | Segments, polygons: list, distance_m:
     segments = lines.coords
     parts = shapely.get_parts(np.asarray(polygons, dtype=object))
     if not len(segments) or not len(parts):
-        return shapely.MultiLineString()
+        return np.empty(0, dtype=object)
     edges, edge_start = _edges_by_part(parts)
     reach = shapely.box(*(shapely.bounds(parts) + [-distance_m, -distance_m, distance_m, distance_m]).T)
     part_i, seg_i = lines.tree.query(reach)  # boxes within the distance; near_intervals tests each edge
@@ -208,13 +219,12 @@ def _edges_by_part(parts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return edges[real], np.searchsorted(edge_part[real], np.arange(len(parts) + 1))
 
 
-def _sub_segments(segments: np.ndarray, seg_i: np.ndarray, t0: np.ndarray, t1: np.ndarray) -> shapely.Geometry:
-    """Merged [t0, t1] intervals (see _merged) of segments as one MultiLineString of the covered sub-segments."""
+def _sub_segments(segments: np.ndarray, seg_i: np.ndarray, t0: np.ndarray, t1: np.ndarray) -> np.ndarray:
+    """Merged [t0, t1] intervals (see _merged) of segments as an array of the covered sub-segments (LineStrings)."""
     if not len(seg_i):
-        return shapely.GeometryCollection()
+        return np.empty(0, dtype=object)
     p0, v = segments[seg_i, :2], segments[seg_i, 2:] - segments[seg_i, :2]
-    ends = np.stack([p0 + t0[:, None] * v, p0 + t1[:, None] * v], axis=1)
-    return shapely.multilinestrings(shapely.linestrings(ends))
+    return shapely.linestrings(np.stack([p0 + t0[:, None] * v, p0 + t1[:, None] * v], axis=1))
 
 
 def mined_area_rows(ctx: Context, observed: np.ndarray, names: list[str]) -> list[dict]:

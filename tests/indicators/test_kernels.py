@@ -206,3 +206,18 @@ def test_pair_lookup_by_hand():
     np.testing.assert_array_equal(kernels.pair_lookup(table, a, b), [[1, 2, 3]])
     with pytest.raises(ValueError, match="class index"):
         kernels.pair_lookup(table, a, np.array([[2, 0, 0]], np.uint8))
+
+
+def test_nonzero_bounds_equal_numpy():
+    """The box of nonzero pixels: by hand, then against numpy's any() on random masks of every density."""
+    mask = np.zeros((5, 7), bool)
+    assert kernels.nonzero_bounds(mask) == (0, 0, 0, 0)
+    mask[1, 5] = mask[3, 2] = True
+    assert kernels.nonzero_bounds(mask) == (1, 4, 2, 6)
+    rng = np.random.default_rng(3)
+    for _ in range(500):
+        shape = tuple(rng.integers(1, 12, 2))
+        mask = rng.random(shape) < rng.choice([0.0, 0.01, 0.1, 0.5, 1.0])
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        expected = (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1) if mask.any() else (0, 0, 0, 0)
+        assert kernels.nonzero_bounds(mask) == expected

@@ -212,13 +212,47 @@ def test_mapped_and_face_parts_equal_the_global_labels(chunks, neighbourhood):
         p.mapped(table[:-1])
 
 
-@pytest.mark.parametrize("shape, density", [((5, 7), 0.0), ((5, 7), 0.1), ((5, 7), 1.0), ((3, 4, 6), 0.3), ((1, 1), 1.0)])
-def test_pack_round_trip(shape, density):
-    from pipeline.blocks import pack, unpack
+@pytest.mark.parametrize("chunks", [(7, 9), (16, 16), (1, -1), WHOLE])
+@pytest.mark.parametrize("min_px", [1, 6])
+def test_pieces_traced_in_the_labelling_pass_equal_relabelled_polygons(chunks, min_px):
+    """Outlines traced with the chunk summaries (pieces_min_px) give exactly the polygons of the pass that
+    relabels the mask, for patches crossing chunk edges and corners; the summaries keep no outline of a patch
+    below min_px that lies inside one chunk, so asking for one relabels the mask instead."""
+    rng = np.random.default_rng(17)
+    mask = ndimage.gaussian_filter(rng.standard_normal((48, 57)), 1.2) > 0.3  # sparse (16 %), 37 patches
+    mask[20:23, :] = True  # one patch across every column of chunks
+    mask = np.pad(mask, ((5, 0), (4, 0)))  # chunks whose patch pixels start away from their top-left corner
+    plain = patches_of(mask, chunks, neighbourhood=8)
+    traced = patches_of(mask, chunks, neighbourhood=8, pieces_min_px=min_px)
+    assert traced.pieces_min_px == min_px and plain.pieces_min_px is None
+    big = np.flatnonzero(plain.pixel_count >= min_px)
+    assert big.size > 5 and (min_px == 1 or (plain.pixel_count[1:] < min_px).any())
+    expected, got = plain.polygons(big, TRANSFORM), traced.polygons(big, TRANSFORM)
+    assert sorted(got) == sorted(expected) == big.tolist()
+    ref, _ = ndimage.label(mask, STRUCTURE[8])
+    for pid in big:
+        assert shapely.equals_exact(got[pid], expected[pid], tolerance=0)
+        rows, cols = np.nonzero(ref == pid)  # the patch as the union of its pixel squares
+        squares = shapely.box(*(TRANSFORM @ (cols, rows + 1)), *(TRANSFORM @ (cols + 1, rows)))
+        assert shapely.equals(got[pid], shapely.union_all(squares))
+    every = np.arange(1, plain.n_patches + 1)  # below min_px too: the fallback pass
+    fallback = traced.polygons(every, TRANSFORM)
+    assert all(shapely.equals_exact(fallback[pid], plain.polygons(every, TRANSFORM)[pid], tolerance=0) for pid in every)
 
-    rng = np.random.default_rng(5)
-    for dtype in (bool, np.uint8, np.int16):
-        a = np.where(rng.random(shape) < density, rng.integers(1, 100, shape), 0).astype(dtype)
-        got = unpack(pack(a))
-        assert got.dtype == a.dtype and got.shape == a.shape
-        np.testing.assert_array_equal(got, a)
+
+def test_patches_without_their_mask():
+    """Summaries merged without the lazy mask (as mining does): polygons from the traced pieces, and a clear
+    error for what needs the mask."""
+    from pipeline.blocks import block_stats, patches_from_stats
+
+    chunks = ((3, 3), (3, 3))
+    stats = np.empty((2, 2), object)
+    for i, j in np.ndindex(2, 2):
+        stats[i, j] = block_stats(HAND[3 * i:3 * i + 3, 3 * j:3 * j + 3], neighbourhood=8, pieces_min_px=1)
+    p = patches_from_stats(stats, chunks, neighbourhood=8)
+    np.testing.assert_array_equal(p.pixel_count, [0, 5, 1, 2])
+    assert p.polygons(np.array([1]), TRANSFORM)[1].area == 5 * PIXEL**2
+    with pytest.raises(ValueError, match="without their mask"):
+        p.labels()
+    with pytest.raises(ValueError, match="chunk summaries"):
+        patches_from_stats(stats[:1], chunks, neighbourhood=8)
