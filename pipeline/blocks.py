@@ -283,7 +283,7 @@ def _check_neighbourhood(neighbourhood: int) -> int:
 
 def block_stats(block: np.ndarray, values: np.ndarray | None = None, *, neighbourhood: int,
                 n_values: int = 0, faces: tuple[np.ndarray, ...] = (), n_faces: tuple[int, ...] = (),
-                value_bits: bool = False, pieces_min_px: int | None = None) -> dict:
+                value_bits: bool = False, pieces_min_px: int | None = None, codes: bool = False) -> dict:
     """Pass 1 on one chunk: local label count ``n``, pixels per label ``count``, first pixel ``first``, value
     histogram ``hist`` (with ``values``; with ``value_bits``, pixels per set bit of the values, n_values bits:
     ``kernels.bit_counts``), the labels on the four edge lines ``edges``, with ``faces`` (zone face ids of
@@ -291,16 +291,25 @@ def block_stats(block: np.ndarray, values: np.ndarray | None = None, *, neighbou
     ``pieces_min_px`` the outlines ``pieces`` of every label that may belong to a patch of at least that many
     pixels (those as big, and all that reach the chunk's edge); O(labels), plus the traced corners.
 
+    With ``codes``, ``block`` holds integer codes and patches are the components of each nonzero code
+    (``kernels.label_codes``), with the code of each label in ``code``: ``split_by_code`` then gives every
+    code's summary as ``block_stats(block == code)`` would, from one labelling instead of one per code.
+
     Every pass runs on the box around the chunk's patch pixels (``kernels.nonzero_bounds``): a sparse mask
     costs its box, not the chunk."""
+    if codes and pieces_min_px is not None:
+        raise ValueError("pieces are traced per code: call block_stats on each code's mask")
     n_values = n_values if values is not None else 0
     box = kernels.nonzero_bounds(block)
     if box[1] == 0:
-        return empty_stats(block.shape, n_values, tuple(n_faces), pieces_min_px)
+        return {**empty_stats(block.shape, n_values, tuple(n_faces), pieces_min_px),
+                **({"code": np.zeros(0, block.dtype)} if codes else {})}
     r0, r1, c0, c1 = box
     rows, cols = block.shape
-    lab, n, count = kernels.label(block[r0:r1, c0:c1], neighbourhood)
-    first_row, first_col = np.divmod(kernels.first_pixels(lab, n), c1 - c0)
+    labeller = kernels.label_codes if codes else kernels.label
+    lab, n, count = labeller(block[r0:r1, c0:c1], neighbourhood)
+    first_local = kernels.first_pixels(lab, n)
+    first_row, first_col = np.divmod(first_local, c1 - c0)
     edges = tuple(np.zeros(size, np.int32) for size in (cols, cols, rows, rows))  # top, bottom, left, right
     for line, reaches, part, span in ((0, r0 == 0, lab[0], (c0, c1)), (1, r1 == rows, lab[-1], (c0, c1)),
                                       (2, c0 == 0, lab[:, 0], (r0, r1)), (3, c1 == cols, lab[:, -1], (r0, r1))):
@@ -312,6 +321,8 @@ def block_stats(block: np.ndarray, values: np.ndarray | None = None, *, neighbou
         "first": (first_row + r0) * cols + first_col + c0,  # row-major index within the chunk
         "edges": edges,
     }
+    if codes:
+        stats["code"] = np.ascontiguousarray(block[r0:r1, c0:c1]).ravel()[first_local]
     if values is not None:
         count_values = kernels.bit_counts if value_bits else kernels.histogram
         stats["hist"] = count_values(lab, values[r0:r1, c0:c1], n, n_values)[1:]
@@ -326,6 +337,26 @@ def block_stats(block: np.ndarray, values: np.ndarray | None = None, *, neighbou
         keep[0] = False
         stats["pieces"], stats["pieces_min_px"] = _outline_pieces(lab, keep, (r0, c0)), min_px
     return stats
+
+
+def split_by_code(stats: dict) -> dict[int, dict]:
+    """A ``block_stats(..., codes=True)`` summary as one summary per code present: the summary
+    ``block_stats(block == code)`` gives (local labels renumbered 1..n_code in the same order)."""
+    out = {}
+    for code in np.unique(stats["code"]):
+        chosen = np.flatnonzero(stats["code"] == code)  # local label - 1
+        renumber = np.zeros(stats["n"] + 1, np.int32)
+        renumber[chosen + 1] = np.arange(1, chosen.size + 1)
+        part = {"n": chosen.size, "count": stats["count"][chosen], "first": stats["first"][chosen],
+                "edges": tuple(renumber[line] for line in stats["edges"])}
+        if "hist" in stats:
+            part["hist"] = stats["hist"][chosen]
+        if "faces" in stats:
+            part["faces"] = [(renumber[local][renumber[local] > 0], face[renumber[local] > 0], px[renumber[local] > 0])
+                             for local, face, px in stats["faces"]]
+            part["n_faces"] = stats["n_faces"]
+        out[int(code)] = part
+    return out
 
 
 def empty_stats(shape: tuple[int, int], n_values: int = 0, n_faces: tuple[int, ...] = (),

@@ -4,7 +4,8 @@ Every kernel is pure: numpy arrays in, numpy arrays out, no I/O and no global st
 name says otherwise; callers convert metres to pixels (``euclidean_reach``).
 
 - ``label``: connected components of a 2-D mask (4- or 8-neighbour), numbered 1..n in the row-major order of
-  each component's first pixel: the numbering ``scipy.ndimage.label`` gives, with pixel counts per label.
+  each component's first pixel: the numbering ``scipy.ndimage.label`` gives, with pixel counts per label;
+  ``label_codes``: the same for every code of an integer array at once (pixels join only their own code).
 - ``within``: pixels within a bounded distance of a source mask (exact; any reach table), four linear
   sweeps instead of a distance transform; memory is two chunk-sized arrays.
 - ``ecosystem_edges`` / ``ecosystem_edge_sums`` (connectivity), ``degradation_flags`` / ``flag_counts`` (degradation),
@@ -46,62 +47,87 @@ def _union(parent: np.ndarray, a: int, b: int) -> int:
 
 
 @numba.njit(**_JIT)
-def _label(mask: np.ndarray, diagonal: bool) -> tuple[np.ndarray, int, np.ndarray]:
-    rows, cols = mask.shape
-    lab = np.zeros((rows, cols), np.int32)
-    parent = np.zeros(rows * ((cols + 1) // 2) + 2, np.int32)  # a new label needs a background west neighbour
-    next_label = 1
+def _label_runs(code, diagonal, cap):
+    """Run-based union-find: each row's runs of one code are joined to the runs of the same code they touch in
+    the row above (overlapping columns; one column further with ``diagonal``), then numbered in the row-major
+    order of their first run and written run by run. Room for ``cap`` runs: n = -1 when there are more (growing
+    the arrays inside the loop kept the compiler from optimising it, 6x slower)."""
+    rows, cols = code.shape
+    reach = 1 if diagonal else 0
+    start = np.empty(cap, np.int32)
+    end = np.empty(cap, np.int32)
+    run_code = np.empty(cap, code.dtype)
+    parent = np.empty(cap, np.int32)
+    row_first = np.empty(rows + 1, np.int64)
+    n_runs = 0
+    prev_lo = 0
     for i in range(rows):
-        for j in range(cols):
-            if not mask[i, j]:
+        row_first[i] = n_runs
+        row = code[i]
+        k = prev_lo  # first run of the previous row that may still touch a run of this row
+        prev_hi = n_runs
+        j = 0
+        while j < cols:
+            c = row[j]
+            if not c:
+                j += 1
                 continue
-            # neighbours already visited: west, north-west, north, north-east
-            w = lab[i, j - 1] if j > 0 else 0
-            n = lab[i - 1, j] if i > 0 else 0
-            if diagonal:
-                if n:  # north touches north-west, north-east and west: they are joined already
-                    lab[i, j] = n
-                    continue
-                ne = lab[i - 1, j + 1] if i > 0 and j + 1 < cols else 0
-                nw = lab[i - 1, j - 1] if i > 0 and j > 0 else 0
-                left = w if w else nw  # west and north-west touch each other
-                if ne:
-                    lab[i, j] = _union(parent, ne, left) if left else ne
-                elif left:
-                    lab[i, j] = left
-                else:
-                    parent[next_label] = next_label
-                    lab[i, j] = next_label
-                    next_label += 1
-            else:
-                if n and w:
-                    lab[i, j] = _union(parent, n, w) if n != w else n
-                elif n or w:
-                    lab[i, j] = n if n else w
-                else:
-                    parent[next_label] = next_label
-                    lab[i, j] = next_label
-                    next_label += 1
-    # every parent has a smaller index than its child, so one forward pass points each label at its root
-    for k in range(1, next_label):
-        parent[k] = parent[parent[k]]
-    # final numbers in the order roots are first met in a row-major scan (= scipy.ndimage.label's)
-    final = np.zeros(next_label, np.int32)
-    count = np.zeros(next_label, np.int64)
+            s = j
+            j += 1
+            while j < cols and row[j] == c:
+                j += 1
+            if n_runs == cap:
+                return np.zeros((0, 0), np.int32), -1, np.zeros(0, np.int64)
+            start[n_runs], end[n_runs], run_code[n_runs], parent[n_runs] = s, j, c, n_runs
+            while k < prev_hi and end[k] + reach <= s:
+                k += 1
+            m = k
+            while m < prev_hi and start[m] < j + reach:
+                if run_code[m] == c:
+                    _union(parent, m, n_runs)
+                m += 1
+            n_runs += 1
+        prev_lo = row_first[i]
+    row_first[rows] = n_runs
+    final = np.zeros(n_runs, np.int32)
+    count = np.zeros(n_runs + 1, np.int64)
+    lab = np.zeros((rows, cols), np.int32)
     n_final = 0
     for i in range(rows):
-        for j in range(cols):
-            p = lab[i, j]
-            if p:
-                r = parent[p]
-                f = final[r]
-                if f == 0:
-                    n_final += 1
-                    f = n_final
-                    final[r] = f
-                lab[i, j] = f
-                count[f] += 1
+        out = lab[i]
+        for r in range(row_first[i], row_first[i + 1]):
+            root = parent[r]
+            while parent[root] != root:
+                root = parent[root]
+            parent[r] = root
+            f = final[root]
+            if f == 0:
+                n_final += 1
+                f = n_final
+                final[root] = f
+            out[start[r]:end[r]] = f
+            count[f] += end[r] - start[r]
     return lab, n_final, count[:n_final + 1].copy()
+
+
+def label_codes(code: np.ndarray, neighbourhood: int) -> tuple[np.ndarray, int, np.ndarray]:
+    """Connected components of each nonzero code of a 2-D integer array at once: pixels join only pixels of
+    their own code, so the components of code c are those ``label(code == c)`` finds. Numbered 1..n by first
+    pixel in row-major order over all codes (the components of one code keep their relative order); returns
+    (labels int32, n, pixels per label) as ``label``. One pass instead of one per code."""
+    if neighbourhood not in (4, 8):
+        raise ValueError(f"neighbourhood must be 4 or 8; got {neighbourhood!r}")
+    return _labelled(np.ascontiguousarray(code), neighbourhood == 8)
+
+
+def _labelled(code: np.ndarray, diagonal: bool) -> tuple[np.ndarray, int, np.ndarray]:
+    """_label_runs with room for the runs a binary mask can have (half the pixels of a row each row), and for
+    one per pixel when codes side by side have more."""
+    rows, cols = code.shape
+    lab, n, count = _label_runs(code, diagonal, rows * ((cols + 1) // 2) + 1)
+    if n < 0:
+        lab, n, count = _label_runs(code, diagonal, rows * cols + 1)
+    return lab, int(n), count
 
 
 def label(mask: np.ndarray, neighbourhood: int) -> tuple[np.ndarray, int, np.ndarray]:
@@ -125,14 +151,13 @@ def label(mask: np.ndarray, neighbourhood: int) -> tuple[np.ndarray, int, np.nda
 
     Notes
     -----
-    Two-pass union-find (one union at most per pixel with the 8-neighbour decision tree), about 3-5 ns/px.
-    Memory: the int32 labels plus an int32 parent table of half the mask's size.
+    Union-find over runs of pixels (``_label_runs``): one pass finding each row's runs and joining those that
+    touch the row above, one pass writing the labels run by run; about 1-2 ns/px on clustered masks.
+    Memory: the int32 labels plus 13 bytes per run.
     """
     if neighbourhood not in (4, 8):
         raise ValueError(f"neighbourhood must be 4 or 8; got {neighbourhood!r}")
-    mask = np.ascontiguousarray(mask if mask.dtype == bool else mask != 0)
-    lab, n, count = _label(mask, neighbourhood == 8)
-    return lab, int(n), count
+    return _labelled(np.ascontiguousarray(mask if mask.dtype == bool else mask != 0), neighbourhood == 8)
 
 
 @numba.njit(**_JIT)

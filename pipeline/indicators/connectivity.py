@@ -75,8 +75,8 @@ def _year_block(lc_halo: np.ndarray, *faces: np.ndarray, tables: np.ndarray, cod
                 part_layers: tuple[int, ...], neighbourhood: int) -> tuple[list[np.ndarray], list[dict | None]]:
     """One chunk, every group at once: the counts of ``_year_counts`` and each group's patch summary
     (blocks.block_stats of the group's pixels, core flag as value 1, patch parts per face of the zone layers
-    ``part_layers``; None where the group has no pixel). ``codes``: per group, 1 + its ecosystem index, or 0
-    for all natural land.
+    ``part_layers``; None where the group has no pixel; the ecosystem types from one labelling of their codes,
+    blocks.split_by_code). ``codes``: per group, 1 + its ecosystem index, or 0 for all natural land.
 
     Core pixels are those of the group more than ``depth`` 4-neighbour steps from other mapped classes, as
     ``depth`` binary erosions with the 4-neighbour cross (FRAGSTATS, pylandstats): ``kernels.ecosystem_edges``,
@@ -91,15 +91,18 @@ def _year_block(lc_halo: np.ndarray, *faces: np.ndarray, tables: np.ndarray, cod
     code, core, sides = kernels.ecosystem_edges(lc_halo, eco_of_class, first_class=FIRST_CLASS, depth=depth, halo=h)
     edges = [kernels.ecosystem_edge_sums(face, code, core, sides, n_faces=nf, n_codes=len(ECOSYSTEMS))
              for face, nf in zip(faces, n_faces, strict=True)]
+    part_faces = dict(faces=tuple(faces[k] for k in part_layers), n_faces=tuple(n_faces[k] for k in part_layers))
+    by_code = blocks.split_by_code(blocks.block_stats(code, core & 1, neighbourhood=neighbourhood, n_values=2, codes=True,
+                                                      **part_faces))  # every ecosystem type in one labelling
     group_stats = []
     for table, group_code in zip(tables, codes, strict=True):
         if not (table & present).any():
             group_stats.append(None)
-            continue
-        inner, core_flag = (code == group_code, core & 1) if group_code else (code > 0, core >> 1)
-        group_stats.append(blocks.block_stats(inner, core_flag, neighbourhood=neighbourhood, n_values=2,
-                                              faces=tuple(faces[k] for k in part_layers),
-                                              n_faces=tuple(n_faces[k] for k in part_layers)))
+        elif group_code:
+            group_stats.append(by_code[group_code])
+        else:
+            group_stats.append(blocks.block_stats(code > 0, core >> 1, neighbourhood=neighbourhood, n_values=2,
+                                                  **part_faces))
     return _year_counts(by_class, edges, tables, codes), group_stats
 
 

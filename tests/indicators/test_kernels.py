@@ -28,6 +28,30 @@ def test_label_equals_scipy(shape, neighbourhood):
         np.testing.assert_array_equal(kernels.first_pixels(got, n), first[ids > 0])
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("neighbourhood", [4, 8])
+def test_label_codes_equal_scipy_per_code(shape, neighbourhood):
+    """One labelling of every code: code c's components are scipy's labels of (code == c), in the same order
+    (the combined numbering is by first pixel over all codes), with their pixel counts."""
+    structure = ndimage.generate_binary_structure(2, 1 if neighbourhood == 4 else 2)
+    for density in (0.3, 1.0):
+        code = np.where(RNG.random(shape) < density, RNG.integers(1, 4, shape), 0).astype(np.uint8)
+        code[: shape[0] // 2] = np.sort(code[: shape[0] // 2], axis=1)  # long runs as well as single pixels
+        got, n, count = kernels.label_codes(code, neighbourhood)
+        total = 0
+        for c in (1, 2, 3):
+            want, n_want = ndimage.label(code == c, structure)
+            total += n_want
+            ours = got[code == c]
+            order = np.unique(ours, return_index=True)[1]  # our labels of code c, by first pixel
+            renumber = np.zeros(n + 1, np.int64)
+            renumber[np.unique(ours)[np.argsort(order)]] = np.arange(1, n_want + 1)
+            np.testing.assert_array_equal(renumber[got] * (code == c), want)
+        assert n == total and count.sum() == (code > 0).sum()
+        np.testing.assert_array_equal(count[1:], np.bincount(got.ravel(), minlength=n + 1)[1:])
+        assert (got[code == 0] == 0).all()
+
+
 def test_label_checkerboard_and_spiral():
     """Worst cases for the provisional-label table (checkerboard) and for merging (a spiral)."""
     board = (np.add.outer(np.arange(33), np.arange(35)) % 2).astype(bool)

@@ -256,3 +256,28 @@ def test_patches_without_their_mask():
         p.labels()
     with pytest.raises(ValueError, match="chunk summaries"):
         patches_from_stats(stats[:1], chunks, neighbourhood=8)
+
+
+@pytest.mark.parametrize("neighbourhood", [4, 8])
+def test_split_by_code_equals_one_summary_per_code(neighbourhood):
+    """block_stats of every code at once, split per code, equals block_stats of each code's mask: labels,
+    counts, first pixels, edge lines, value histograms and face parts."""
+    from pipeline.blocks import block_stats, split_by_code
+
+    rng = np.random.default_rng(23)
+    code = (ndimage.gaussian_filter(rng.standard_normal((30, 41)), 2) * 20).astype(np.int64) % 4  # codes 0..3
+    code[:3] = 0  # the box of patch pixels starts below the chunk's top row
+    values = rng.integers(0, 2, code.shape)
+    face = (np.arange(41)[None, :] // 15 + 3 * (np.arange(30)[:, None] // 20)).astype(np.int32)
+    kw = dict(neighbourhood=neighbourhood, n_values=2, faces=(face,), n_faces=(6,))
+    split = split_by_code(block_stats(code.astype(np.uint8), values, codes=True, **kw))
+    assert sorted(split) == [1, 2, 3]
+    for c, got in split.items():
+        want = block_stats(code == c, values, **kw)
+        assert got["n"] == want["n"] > 1
+        for key in ("count", "first", "hist"):
+            np.testing.assert_array_equal(got[key], want[key])
+        for a, b in zip(got["edges"], want["edges"], strict=True):
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip(got["faces"][0], want["faces"][0], strict=True):
+            np.testing.assert_array_equal(a, b)
