@@ -30,7 +30,8 @@ POLYGON_GROUP = 16  # finishing tasks per compute: the pieces of finished patche
 @dataclass(frozen=True, eq=False)
 class Pieces:
     """Outlines of labelled regions of one chunk (``kernels.outlines``): ring corners in chunk pixel coordinates
-    (int32 (column, row)), ragged offsets, and the chunk-local patch label of each region."""
+    ((column, row), uint16 in chunks below 65,536 px a side, else int32), ragged offsets, and the chunk-local
+    patch label of each region."""
 
     local: np.ndarray  # int32 (n_regions,)
     corners: np.ndarray
@@ -497,6 +498,8 @@ def _outline_pieces(lab: np.ndarray, keep: np.ndarray, origin: tuple[int, int] =
     regions, n, _ = kernels.label(keep[lab], 4)
     corners, ring_offsets, polygon_offsets = kernels.outlines(regions, n)
     corners += np.array([origin[1], origin[0]], np.int32)
+    if max(o + n for o, n in zip(origin, lab.shape, strict=True)) < 2**16:  # half the memory while they wait
+        corners = corners.astype(np.uint16)
     return Pieces(lab.ravel()[kernels.first_pixels(regions, n)], corners, ring_offsets, polygon_offsets)
 
 
@@ -508,7 +511,9 @@ def _kept_pieces(pieces: Pieces, lut: np.ndarray, keep: np.ndarray, origin: tupl
     if not chosen.any():
         return []
     row0, col0 = origin
-    xy = np.column_stack([pieces.corners[:, 0] + col0, -(pieces.corners[:, 1] + row0)]).astype(np.float64)
+    xy = pieces.corners.astype(np.float64)
+    xy[:, 0] += col0
+    xy[:, 1] = -(xy[:, 1] + row0)
     polygons = shapely.from_ragged_array(shapely.GeometryType.POLYGON, xy, (pieces.ring_offsets, pieces.polygon_offsets))
     return list(zip(patch[chosen].tolist(), polygons[chosen], strict=True))
 

@@ -4,7 +4,6 @@ and the mined-area estimates of polygon sources (the vector half of the mining i
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import geopandas as gpd
@@ -53,10 +52,10 @@ def sites(summaries: list[np.ndarray], chunks: tuple[tuple[int, ...], tuple[int,
     rivers = ctx.vectors.get("rivers")
     river_lines = shapely.union_all(rivers.geometry.to_numpy()) if rivers is not None and len(rivers) else None
     river_segments = Segments.of(river_lines) if river_lines is not None else None
-    threads = max(1, min(len(years), ctx.config.compute.workers))
-    with ThreadPoolExecutor(threads) as pool:  # the vector work releases the GIL: one year per thread
-        done = list(pool.map(lambda args: _year_sites(*args, chunks, river_segments, ctx, cfg, has_landcover=has_landcover),
-                             zip(years, summaries, strict=True)))
+    # one year after the other: a thread per year was ~10 % faster at 144 Mpx but its own malloc arena and dask
+    # pool kept ~500 MB more at 576 Mpx
+    done = [_year_sites(year, summary, chunks, river_segments, ctx, cfg, has_landcover=has_landcover)
+            for year, summary in zip(years, summaries, strict=True)]
     stats: dict = {}
     for _, year_stats in done:
         stats.update(year_stats)
