@@ -8,6 +8,7 @@ pixel in row-major order: the numbering ``scipy.ndimage.label`` gives on the who
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from pipeline.zones import ZoneLayer, zones_touched
 
 POLYGON_BATCH = 512  # patches per task finishing polygons (union of chunk pieces, simplify, to map coordinates)
 POLYGON_GROUP = 16  # finishing tasks per compute: the pieces of finished patches are freed between computes
+RUNS_PER_PX = 16  # keep_runs keeps a chunk's runs when it has at most one run per this many pixels (~0.5 byte/px)
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,6 +62,9 @@ class Patches:
         With the chunks' outlines traced in the labelling pass (label_patches / block_stats ``pieces_min_px``),
         the smallest patch (pixels) they cover: ``polygons`` of patches at least that big needs no pass over
         the mask. None: polygons relabel the mask.
+
+    With ``keep_runs`` (label_patches), the chunks' runs of patch pixels are kept where they are few (at most
+    one per RUNS_PER_PX pixels): ``mapped`` paints those chunks from them instead of labelling them again.
     """
 
     n_patches: int
@@ -73,6 +78,7 @@ class Patches:
     face_parts: tuple[sparse.csr_array, ...] | None = field(default=None, repr=False)
     pieces_min_px: int | None = None
     _pieces: tuple[Pieces, ...] | None = field(default=None, repr=False)  # per chunk, row-major
+    _runs: tuple | None = field(default=None, repr=False)  # per chunk (row-major): (origin, runs) or None
 
     def labels(self) -> da.Array:
         """Lazy int64 array of global patch ids (0 = background), chunked like the mask; each task
@@ -91,8 +97,21 @@ class Patches:
         the mask. The table is taken to each chunk's local labels first, so no global label array is made."""
         if table.shape != (self.n_patches + 1,):
             raise ValueError(f"table must have shape ({self.n_patches + 1},); got {table.shape}")
-        return da.map_blocks(_mapped_block, self._lazy_mask(), table=dask.delayed(table, pure=True), **self._task_kwargs(),
-                             dtype=table.dtype, meta=np.empty((0, 0), table.dtype))
+        shared = dict(table=dask.delayed(table, pure=True), **self._task_kwargs())
+        if self._runs is None:
+            return da.map_blocks(_mapped_block, self._lazy_mask(), **shared, dtype=table.dtype,
+                                 meta=np.empty((0, 0), table.dtype))
+        rows = []
+        for (i, j), (height, width) in zip(np.ndindex(*(len(c) for c in self._chunks)),
+                                           itertools.product(*self._chunks), strict=True):
+            if j == 0:
+                rows.append([])
+            runs = self._runs[i * len(self._chunks[1]) + j]
+            task = (dask.delayed(_painted_block, pure=False)(runs, (height, width), block_id=(i, j), **shared)
+                    if runs is not None else  # too many runs were kept: label the chunk again
+                    dask.delayed(_mapped_block)(self._lazy_mask().blocks[i, j], block_id=(i, j), **shared))
+            rows[-1].append(da.from_delayed(task, (height, width), table.dtype))
+        return da.block(rows)
 
     def _task_kwargs(self) -> dict:
         """Arguments of the per-chunk relabelling tasks; the lookup tables are one shared graph key each."""
@@ -188,7 +207,7 @@ def _finish_polygons(pieces: list[list[shapely.Geometry]], across_chunks: list[b
 
 def label_patches(mask: da.Array, *, neighbourhood: int = 8, values: da.Array | None = None,
                   n_values: int = 0, faces: tuple[da.Array, ...] = (), n_faces: tuple[int, ...] = (),
-                  pieces_min_px: int | None = None) -> Patches:
+                  pieces_min_px: int | None = None, keep_runs: bool = False) -> Patches:
     """Label connected components of a 2-D dask mask over the whole array.
 
     A patch cut by any number of chunk edges is one patch. Patch ids are 1..n in the row-major order of
@@ -210,6 +229,9 @@ def label_patches(mask: da.Array, *, neighbourhood: int = 8, values: da.Array | 
     pieces_min_px : int, optional
         Trace the outlines of patches of at least this many pixels in the same pass (``block_stats``), so that
         ``Patches.polygons`` of such patches needs no second pass over the mask.
+    keep_runs : bool
+        Keep each chunk's runs of patch pixels where they are few, so ``Patches.mapped`` needs no second
+        labelling there (see Patches).
 
     Returns
     -------
@@ -241,7 +263,7 @@ def label_patches(mask: da.Array, *, neighbourhood: int = 8, values: da.Array | 
     args += [f.rechunk(mask.chunks) for f in faces]
     stats = da.map_blocks(
         _block_stats_cell, *args, has_values=values is not None, neighbourhood=neighbourhood, n_values=n_values,
-        n_faces=tuple(n_faces), pieces_min_px=pieces_min_px, dtype=object,
+        n_faces=tuple(n_faces), pieces_min_px=pieces_min_px, keep_runs=keep_runs, dtype=object,
         meta=np.empty((0, 0), object), chunks=tuple((1,) * len(c) for c in mask.chunks),
     )
     return patches_from_stats(dask.compute(stats)[0], mask.chunks, mask=mask, neighbourhood=neighbourhood)
@@ -271,9 +293,10 @@ def patches_from_stats(stats: np.ndarray, chunks: tuple[tuple[int, ...], tuple[i
             for k, nf in enumerate(stats.flat[0]["n_faces"]))
     min_px = {s.get("pieces_min_px") for s in stats.flat}
     traced = len(min_px) == 1 and None not in min_px
+    runs = tuple(s["runs"] for s in stats.flat) if all("runs" in s for s in stats.flat) else None
     return Patches(n, pixel_count, value_counts, neighbourhood, mask, tuple(chunks), lookup, offsets, face_parts,
                    pieces_min_px=min_px.pop() if traced else None,
-                   _pieces=tuple(s["pieces"] for s in stats.flat) if traced else None)
+                   _pieces=tuple(s["pieces"] for s in stats.flat) if traced else None, _runs=runs)
 
 
 def _check_neighbourhood(neighbourhood: int) -> int:
@@ -284,13 +307,16 @@ def _check_neighbourhood(neighbourhood: int) -> int:
 
 def block_stats(block: np.ndarray, values: np.ndarray | None = None, *, neighbourhood: int,
                 n_values: int = 0, faces: tuple[np.ndarray, ...] = (), n_faces: tuple[int, ...] = (),
-                value_bits: bool = False, pieces_min_px: int | None = None, codes: bool = False) -> dict:
+                value_bits: bool = False, pieces_min_px: int | None = None, codes: bool = False,
+                keep_runs: bool = False) -> dict:
     """Pass 1 on one chunk: local label count ``n``, pixels per label ``count``, first pixel ``first``, value
     histogram ``hist`` (with ``values``; with ``value_bits``, pixels per set bit of the values, n_values bits:
     ``kernels.bit_counts``), the labels on the four edge lines ``edges``, with ``faces`` (zone face ids of
     the chunk, ``n_faces`` per layer) the (local label, face, pixels) parts ``faces``, and with
     ``pieces_min_px`` the outlines ``pieces`` of every label that may belong to a patch of at least that many
-    pixels (those as big, and all that reach the chunk's edge); O(labels), plus the traced corners.
+    pixels (those as big, and all that reach the chunk's edge); O(labels), plus the traced corners. With
+    ``keep_runs``, ``runs``: ((row, column) of the box, kernels.label_runs runs) when there are at most one per
+    RUNS_PER_PX pixels of the chunk, else None.
 
     With ``codes``, ``block`` holds integer codes and patches are the components of each nonzero code
     (``kernels.label_codes``), with the code of each label in ``code``: ``split_by_code`` then gives every
@@ -304,11 +330,15 @@ def block_stats(block: np.ndarray, values: np.ndarray | None = None, *, neighbou
     box = kernels.nonzero_bounds(block)
     if box[1] == 0:
         return {**empty_stats(block.shape, n_values, tuple(n_faces), pieces_min_px),
-                **({"code": np.zeros(0, block.dtype)} if codes else {})}
+                **({"code": np.zeros(0, block.dtype)} if codes else {}),
+                **({"runs": ((0, 0), kernels.label_runs(np.zeros((1, 1), bool), neighbourhood)[3])} if keep_runs else {})}
     r0, r1, c0, c1 = box
     rows, cols = block.shape
-    labeller = kernels.label_codes if codes else kernels.label
-    lab, n, count = labeller(block[r0:r1, c0:c1], neighbourhood)
+    runs = None
+    if keep_runs and not codes:
+        lab, n, count, runs = kernels.label_runs(block[r0:r1, c0:c1], neighbourhood)
+    else:
+        lab, n, count = (kernels.label_codes if codes else kernels.label)(block[r0:r1, c0:c1], neighbourhood)
     first_local = kernels.first_pixels(lab, n)
     first_row, first_col = np.divmod(first_local, c1 - c0)
     edges = tuple(np.zeros(size, np.int32) for size in (cols, cols, rows, rows))  # top, bottom, left, right
@@ -324,6 +354,8 @@ def block_stats(block: np.ndarray, values: np.ndarray | None = None, *, neighbou
     }
     if codes:
         stats["code"] = np.ascontiguousarray(block[r0:r1, c0:c1]).ravel()[first_local]
+    if keep_runs:
+        stats["runs"] = ((r0, c0), runs) if runs is not None and runs[1].size * RUNS_PER_PX <= block.size else None
     if values is not None:
         count_values = kernels.bit_counts if value_bits else kernels.histogram
         stats["hist"] = count_values(lab, values[r0:r1, c0:c1], n, n_values)[1:]
@@ -471,6 +503,15 @@ def _local_face_parts(lab: np.ndarray, n_local: int, count: np.ndarray, faces: t
             inside = lab > 0
             keys, counts = np.unique(lab[inside].astype(np.int64) * nf + face[inside], return_counts=True)
             out.append((keys // nf, keys % nf, counts))
+    return out
+
+
+def _painted_block(runs: tuple, shape: tuple[int, int], *, table: np.ndarray, lookup: np.ndarray, offsets: np.ndarray,
+                   nbx: int, block_id: tuple[int, int], **_) -> np.ndarray:
+    """``table`` of each pixel's global patch id, for one chunk, painted from its kept runs (see Patches.mapped)."""
+    by_local = table[_block_lookup(lookup, offsets, nbx, block_id)]
+    out = np.full(shape, by_local[0], by_local.dtype)
+    kernels.paint_runs(out, *runs, by_local)
     return out
 
 

@@ -77,7 +77,8 @@ def _label_runs(code, diagonal, cap):
             while j < cols and row[j] == c:
                 j += 1
             if n_runs == cap:
-                return np.zeros((0, 0), np.int32), -1, np.zeros(0, np.int64)
+                none = np.zeros(0, np.int32)
+                return np.zeros((0, 0), np.int32), -1, np.zeros(0, np.int64), row_first, none, none, none
             start[n_runs], end[n_runs], run_code[n_runs], parent[n_runs] = s, j, c, n_runs
             while k < prev_hi and end[k] + reach <= s:
                 k += 1
@@ -91,6 +92,7 @@ def _label_runs(code, diagonal, cap):
     row_first[rows] = n_runs
     final = np.zeros(n_runs, np.int32)
     count = np.zeros(n_runs + 1, np.int64)
+    run_label = np.empty(n_runs, np.int32)
     lab = np.zeros((rows, cols), np.int32)
     n_final = 0
     for i in range(rows):
@@ -107,7 +109,8 @@ def _label_runs(code, diagonal, cap):
                 final[root] = f
             out[start[r]:end[r]] = f
             count[f] += end[r] - start[r]
-    return lab, n_final, count[:n_final + 1].copy()
+            run_label[r] = f
+    return lab, n_final, count[:n_final + 1].copy(), row_first, start[:n_runs].copy(), end[:n_runs].copy(), run_label
 
 
 def label_codes(code: np.ndarray, neighbourhood: int) -> tuple[np.ndarray, int, np.ndarray]:
@@ -120,14 +123,44 @@ def label_codes(code: np.ndarray, neighbourhood: int) -> tuple[np.ndarray, int, 
     return _labelled(np.ascontiguousarray(code), neighbourhood == 8)
 
 
-def _labelled(code: np.ndarray, diagonal: bool) -> tuple[np.ndarray, int, np.ndarray]:
+def _labelled(code: np.ndarray, diagonal: bool, runs: bool = False) -> tuple:
     """_label_runs with room for the runs a binary mask can have (half the pixels of a row each row), and for
-    one per pixel when codes side by side have more."""
+    one per pixel when codes side by side have more: (labels, n, count), with ``runs`` also (row_first, start,
+    end, label) of every run (``paint_runs``)."""
     rows, cols = code.shape
-    lab, n, count = _label_runs(code, diagonal, rows * ((cols + 1) // 2) + 1)
-    if n < 0:
-        lab, n, count = _label_runs(code, diagonal, rows * cols + 1)
-    return lab, int(n), count
+    out = _label_runs(code, diagonal, rows * ((cols + 1) // 2) + 1)
+    if out[1] < 0:
+        out = _label_runs(code, diagonal, rows * cols + 1)
+    lab, n, count, row_first, start, end, run_label = out
+    if not runs:
+        return lab, int(n), count
+    column = np.uint16 if cols < 2**16 else np.int32
+    return lab, int(n), count, (row_first.astype(np.int32), start.astype(column), end.astype(column), run_label)
+
+
+def label_runs(mask: np.ndarray, neighbourhood: int) -> tuple[np.ndarray, int, np.ndarray, tuple]:
+    """``label`` and the runs it found: (row_first int32 (rows + 1,), start, end (columns, uint16 when they
+    fit), label int32) with row i's runs at row_first[i]:row_first[i + 1]; ``paint_runs`` rebuilds a per-label
+    image from them without labelling again."""
+    if neighbourhood not in (4, 8):
+        raise ValueError(f"neighbourhood must be 4 or 8; got {neighbourhood!r}")
+    return _labelled(np.ascontiguousarray(mask if mask.dtype == bool else mask != 0), neighbourhood == 8, runs=True)
+
+
+@numba.njit(**_JIT)
+def _paint_runs(out, row0, col0, row_first, start, end, run_label, values):
+    for i in range(row_first.size - 1):
+        row = out[row0 + i]
+        for r in range(row_first[i], row_first[i + 1]):
+            v = values[run_label[r]]
+            for j in range(col0 + start[r], col0 + end[r]):
+                row[j] = v
+
+
+def paint_runs(out: np.ndarray, origin: tuple[int, int], runs: tuple, values: np.ndarray) -> None:
+    """Write ``values[label]`` over every run of ``label_runs`` into ``out``, the runs' row 0 and column 0 at
+    ``origin`` (row, column) of ``out``; pixels outside the runs keep their value."""
+    _paint_runs(out, int(origin[0]), int(origin[1]), *runs, values)
 
 
 def label(mask: np.ndarray, neighbourhood: int) -> tuple[np.ndarray, int, np.ndarray]:

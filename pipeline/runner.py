@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -293,11 +295,25 @@ def _write_local(graph: AlignGraph, grid, colormap, *, in_flight: int, gathered:
             store, opened = outputs.store_rasters(stack, paths, grid, nodata=nodata, colormap=cmap)
             stores.append(store)
             datasets += opened
-        *_, counts = dask.compute(*stores, graph.histogram)
+        *_, counts = _compute_settled(*stores, graph.histogram)
     finally:
         for d in datasets:
             d.close()
     return counts
+
+
+def _compute_settled(*collections):
+    """``dask.compute`` whose tasks have all stopped when it returns or raises. When one task fails (a bad class
+    code found while aligning), the threaded scheduler raises at once while the others still write into the open
+    rasters; closing those under them crashed the process (CPLDestroyMutex, exit -11) instead of printing the
+    error. A pool of our own is shut down first: queued tasks are cancelled, running ones finish."""
+    if dask.config.get("scheduler", None) not in (None, "threads", "threading"):  # None: dask arrays' default, threads
+        return dask.compute(*collections)
+    pool = ThreadPoolExecutor(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+    try:
+        return dask.compute(*collections, pool=pool)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _classify(block: np.ndarray, *, lut: np.ndarray) -> np.ndarray:

@@ -130,7 +130,8 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
     edge_reach = kernels.euclidean_reach(cfg.edge_depth_m, grid.resolution_m)
     isolation_reach = kernels.euclidean_reach(cfg.isolation_m, grid.resolution_m)
     rows, frames = [], []
-    for year_from, year_to in ctx.config.periods():
+    periods = ctx.config.periods()
+    for p, (year_from, year_to) in enumerate(periods):
         ia, ib = years.index(year_from), years.index(year_to)
         if "external" in rules and (external is None or not external[0][ib]):
             raise SourceError(f"the external degradation raster has no layer for {year_to}; add it or drop the rule")
@@ -150,6 +151,9 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
             chunks=chunks,
         )
         counts, patches = _count(flags, lc[ia], lc[ib], ctx, n_rules=len(rules))
+        del flags, haloed, sizes, inputs  # the patch polygons below come without the natural patches of years
+        later = {year for period in periods[p + 1:] for year in period}  # that no later period needs
+        patch_sizes = {year: sizes_of_year for year, sizes_of_year in patch_sizes.items() if year in later}
         rows += _rows(counts, ctx, rules, year_from, year_to)
         if ctx.features:  # the patch polygons feed no number of the table
             frames.append(_patches(patches, ctx, rules, year_from, year_to))
@@ -168,7 +172,7 @@ def _patch_sizes(lc: da.Array, years: list[int], cfg: DegradationConfig, ctx: Co
     out = {}
     for i, year in enumerate(years):
         natural = lc[i].map_blocks(blocks.lookup_block, table=ctx.legend.natural, dtype=bool)
-        patches = blocks.label_patches(natural, neighbourhood=cfg.neighbourhood)
+        patches = blocks.label_patches(natural, neighbourhood=cfg.neighbourhood, keep_runs=True)  # mapped: no relabelling
         size_ha = patches.pixel_count * px
         small = (size_ha < cfg.small_patch_ha) & (patches.pixel_count > 0)
         out[year] = patches.mapped((small * SMALL | (size_ha > cfg.large_patch_ha) * LARGE).astype(np.uint8))

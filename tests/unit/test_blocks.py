@@ -281,3 +281,23 @@ def test_split_by_code_equals_one_summary_per_code(neighbourhood):
             np.testing.assert_array_equal(a, b)
         for a, b in zip(got["faces"][0], want["faces"][0], strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("chunks", [(13, 17), (32, 32), WHOLE])
+@pytest.mark.parametrize("neighbourhood", [4, 8])
+def test_mapped_from_kept_runs_equals_relabelling(chunks, neighbourhood):
+    """Patches.mapped painted from the runs kept in the labelling pass equals the relabelling pass and scipy's
+    labels, with chunks of too many runs (noise) labelled again and chunks without patch pixels."""
+    rng = np.random.default_rng(29)
+    mask = ndimage.gaussian_filter(rng.standard_normal((64, 70)), 2) > 0
+    mask[:, 50:] = rng.random((64, 20)) < 0.5  # noise: one run every ~4 pixels, more than RUNS_PER_PX allows
+    mask[40:, :30] = False
+    ref, n = ndimage.label(mask, STRUCTURE[neighbourhood])
+    kept = patches_of(mask, chunks, neighbourhood=neighbourhood, keep_runs=True)
+    assert any(r is None for r in kept._runs)  # the noisy chunks are labelled again
+    assert chunks == WHOLE or any(r is not None for r in kept._runs)  # the others are painted
+    table = (np.arange(n + 1) * 5 % 7 + 1).astype(np.int16)
+    table[0] = -3
+    np.testing.assert_array_equal(kept.mapped(table).compute(), table[ref])
+    np.testing.assert_array_equal(patches_of(mask, chunks, neighbourhood=neighbourhood).mapped(table).compute(),
+                                  table[ref])
