@@ -47,12 +47,12 @@ def run_ours(ds: Dataset, *, chunk_px: int, workers: int, **_) -> dict:
     stack, ctx = two_year_context(ds, chunk_px=chunk_px, workers=workers, indicators={"mining": SETTINGS},
                                   vectors=rivers_on)
     rivers = read["rivers"]
-    # flags_counts: one pass computing the source flags, the counts and the compressed flags and site values;
-    # label_sites and polygons then read the compressed chunks; site_stats: river km affected (exact
-    # segment intervals), zone intersections and geodesic lengths
+    # flags_counts: one pass computing the source flags, the counts and each year's site labels and outlines;
+    # polygons joins the outlines; site_stats: river km affected (exact segment intervals), zone intersections
+    # and geodesic lengths
     targets = [(mining, "_riparian_zone", "riparian_zone"), (mining, "_count", "flags_counts"),
-               (mining_sites, "sites", "sites_other"), (blocks, "label_patches", "label_sites"),
-               (blocks.Patches, "polygons", "polygons"), (mining_sites, "site_stats", "site_stats")]
+               (mining_sites, "sites", "sites_other"), (blocks.Patches, "polygons", "polygons"),
+               (mining_sites, "site_stats", "site_stats")]
     result = timed_compute(mining.compute, stack, ctx, workers=workers, stages=stages, targets=targets)
     seconds = time.perf_counter() - started
     table = result.table

@@ -1,7 +1,9 @@
 """Whole-landscape patch labelling over dask chunks, shared by every patch indicator (DESIGN.md §4, §6, §9).
 
-Pass 1 labels each chunk (``kernels.label``, numbered as ``scipy.ndimage.label`` would) and returns only
-small things: per-label pixel counts and value histograms, each label's first pixel and the labels on the chunk's four edge lines. The driver joins
+Pass 1 labels each chunk (``kernels.label``, numbered as ``scipy.ndimage.label`` would; on the box around its
+patch pixels) and returns only small things: per-label pixel counts and value histograms, each label's first
+pixel, the labels on the chunk's four edge lines and, on request, the outlines of the labels that may reach a
+polygon size and the runs of pixels for ``Patches.mapped``. The driver joins
 labels that touch across chunk edges and corners (``scipy.sparse.csgraph``) and numbers patches by their first
 pixel in row-major order: the numbering ``scipy.ndimage.label`` gives on the whole array, for any chunking.
 """
