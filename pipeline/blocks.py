@@ -387,8 +387,10 @@ def split_by_code(stats: dict) -> dict[int, dict]:
         if "hist" in stats:
             part["hist"] = stats["hist"][chosen]
         if "faces" in stats:
-            part["faces"] = [(renumber[local][renumber[local] > 0], face[renumber[local] > 0], px[renumber[local] > 0])
-                             for local, face, px in stats["faces"]]
+            part["faces"] = []
+            for local, face, px in stats["faces"]:
+                ours = renumber[local] > 0
+                part["faces"].append((renumber[local][ours], face[ours], px[ours]))
             part["n_faces"] = stats["n_faces"]
         out[int(code)] = part
     return out

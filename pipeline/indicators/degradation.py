@@ -167,12 +167,12 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
 
 def _patch_sizes(lc: da.Array, years: list[int], cfg: DegradationConfig, ctx: Context) -> dict:
     """year -> lazy uint8 size bits of each natural pixel's patch: SMALL (below small_patch_ha) | LARGE (above
-    large_patch_ha); one relabelling per year serves both rules."""
+    large_patch_ha); one labelling per year serves both rules, its kept runs painted per chunk (Patches.mapped)."""
     px = ctx.grid.pixel_area_ha
     out = {}
     for i, year in enumerate(years):
         natural = lc[i].map_blocks(blocks.lookup_block, table=ctx.legend.natural, dtype=bool)
-        patches = blocks.label_patches(natural, neighbourhood=cfg.neighbourhood, keep_runs=True)  # mapped: no relabelling
+        patches = blocks.label_patches(natural, neighbourhood=cfg.neighbourhood, keep_runs=True)
         size_ha = patches.pixel_count * px
         small = (size_ha < cfg.small_patch_ha) & (patches.pixel_count > 0)
         out[year] = patches.mapped((small * SMALL | (size_ha > cfg.large_patch_ha) * LARGE).astype(np.uint8))
