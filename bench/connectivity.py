@@ -29,7 +29,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from bench.common import stage_timers
+from bench.common import _classify, stage_timers
 from bench.generate import LEGEND, NODATA, ROOT, Dataset
 
 NAME = "connectivity"
@@ -87,8 +87,6 @@ def _stage_timers(stages: dict[str, float]):
                                  (blocks.Patches, "polygons", "polygons"), (graph, "equivalent_connected_area", "eca")])
 
 
-def _classify(block: np.ndarray, *, lut: np.ndarray) -> np.ndarray:
-    return lut[block]
 
 
 def run_ours(ds: Dataset, *, year: int, chunk_px: int, workers: int, full: bool = False) -> dict:

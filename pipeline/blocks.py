@@ -10,9 +10,11 @@ pixel in row-major order: the numbering ``scipy.ndimage.label`` gives on the who
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import affine
@@ -317,7 +319,7 @@ def block_stats(block: np.ndarray, values: np.ndarray | None = None, *, neighbou
     the chunk, ``n_faces`` per layer) the (local label, face, pixels) parts ``faces``, and with
     ``pieces_min_px`` the outlines ``pieces`` of every label that may belong to a patch of at least that many
     pixels (those as big, and all that reach the chunk's edge); O(labels), plus the traced corners. With
-    ``keep_runs``, ``runs``: ((row, column) of the box, kernels.label_runs runs) when there are at most one per
+    ``keep_runs``, ``runs``: ((row, column) of the box, kernels.component_runs runs) when there are at most one per
     RUNS_PER_PX pixels of the chunk, else None.
 
     With ``codes``, ``block`` holds integer codes and patches are the components of each nonzero code
@@ -333,21 +335,17 @@ def block_stats(block: np.ndarray, values: np.ndarray | None = None, *, neighbou
     if box[1] == 0:
         return {**empty_stats(block.shape, n_values, tuple(n_faces), pieces_min_px),
                 **({"code": np.zeros(0, block.dtype)} if codes else {}),
-                **({"runs": ((0, 0), kernels.label_runs(np.zeros((1, 1), bool), neighbourhood)[3])} if keep_runs else {})}
+                **({"runs": ((0, 0), kernels.component_runs(np.zeros((1, 1), bool), neighbourhood)[3])} if keep_runs else {})}
     r0, r1, c0, c1 = box
     rows, cols = block.shape
-    runs = None
-    if keep_runs and not codes:
-        lab, n, count, runs = kernels.label_runs(block[r0:r1, c0:c1], neighbourhood)
-    else:
-        lab, n, count = (kernels.label_codes if codes else kernels.label)(block[r0:r1, c0:c1], neighbourhood)
-    first_local = kernels.first_pixels(lab, n)
+    n, count, first_local, runs = kernels.component_runs(block[r0:r1, c0:c1], neighbourhood, codes=codes)
     first_row, first_col = np.divmod(first_local, c1 - c0)
     edges = tuple(np.zeros(size, np.int32) for size in (cols, cols, rows, rows))  # top, bottom, left, right
-    for line, reaches, part, span in ((0, r0 == 0, lab[0], (c0, c1)), (1, r1 == rows, lab[-1], (c0, c1)),
-                                      (2, c0 == 0, lab[:, 0], (r0, r1)), (3, c1 == cols, lab[:, -1], (r0, r1))):
+    box_edges = kernels.run_edges((r1 - r0, c1 - c0), runs)
+    for line, reaches, span in ((0, r0 == 0, (c0, c1)), (1, r1 == rows, (c0, c1)), (2, c0 == 0, (r0, r1)),
+                                (3, c1 == cols, (r0, r1))):
         if reaches:
-            edges[line][span[0]:span[1]] = part
+            edges[line][span[0]:span[1]] = box_edges[line]
     stats = {
         "n": n,
         "count": count[1:],
@@ -357,12 +355,12 @@ def block_stats(block: np.ndarray, values: np.ndarray | None = None, *, neighbou
     if codes:
         stats["code"] = np.ascontiguousarray(block[r0:r1, c0:c1]).ravel()[first_local]
     if keep_runs:
-        stats["runs"] = ((r0, c0), runs) if runs is not None and runs[1].size * RUNS_PER_PX <= block.size else None
+        stats["runs"] = ((r0, c0), runs) if runs[1].size * RUNS_PER_PX <= block.size else None
     if values is not None:
-        count_values = kernels.bit_counts if value_bits else kernels.histogram
-        stats["hist"] = count_values(lab, values[r0:r1, c0:c1], n, n_values)[1:]
+        stats["hist"] = kernels.run_histogram(runs, values[r0:r1, c0:c1], n, n_values, bits=value_bits)[1:]
+    image = functools.cache(lambda: kernels.runs_image((r1 - r0, c1 - c0), runs))  # painted only if needed
     if n_faces:
-        stats["faces"] = _local_face_parts(lab, n, count, tuple(f[r0:r1, c0:c1] for f in faces), n_faces)
+        stats["faces"] = _local_face_parts(image, n, count, tuple(f[r0:r1, c0:c1] for f in faces), n_faces)
         stats["n_faces"] = tuple(n_faces)
     if pieces_min_px is not None:
         min_px = max(math.floor(pieces_min_px), 1)
@@ -370,7 +368,7 @@ def block_stats(block: np.ndarray, values: np.ndarray | None = None, *, neighbou
         for line in edges:
             keep[line] = True
         keep[0] = False
-        stats["pieces"], stats["pieces_min_px"] = _outline_pieces(lab, keep, (r0, c0)), min_px
+        stats["pieces"], stats["pieces_min_px"] = _outline_pieces(image() if keep.any() else None, keep, (r0, c0)), min_px
     return stats
 
 
@@ -490,20 +488,22 @@ def _mapped_block(block: np.ndarray, *, table: np.ndarray, neighbourhood: int, l
     return _in_chunk(block, neighbourhood, table[_block_lookup(lookup, offsets, nbx, block_id)])
 
 
-def _local_face_parts(lab: np.ndarray, n_local: int, count: np.ndarray, faces: tuple[np.ndarray, ...],
+def _local_face_parts(image: Callable[[], np.ndarray], n_local: int, count: np.ndarray, faces: tuple[np.ndarray, ...],
                       n_faces: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """One chunk's labels (``count`` pixels each, count[0] background), per face layer: (local label, face,
-    pixel count) of every label part present."""
+    pixel count) of every label part present; ``image()`` gives the label image, needed only where a layer's
+    faces cut the chunk."""
     out = []
     for face, nf in zip(faces, n_faces, strict=True):
         lo, hi = kernels.value_range(face) if face.size else (0, 0)
         if lo == hi and 0 <= lo < nf:  # the chunk lies in one face (most chunks): every label is one part
             out.append((np.arange(1, n_local + 1), np.full(n_local, lo, np.int64), count[1:n_local + 1]))
-        elif (n_local + 1) * nf <= 4 * lab.size:  # a (label, face) table no bigger than a few chunk arrays
-            table = kernels.label_face_counts(lab, face, n_labels=n_local, n_faces=nf)
+        elif (n_local + 1) * nf <= 4 * face.size:  # a (label, face) table no bigger than a few chunk arrays
+            table = kernels.label_face_counts(image(), face, n_labels=n_local, n_faces=nf)
             local, f = np.nonzero(table)
             out.append((local, f, table[local, f]))
         else:
+            lab = image()
             inside = lab > 0
             keys, counts = np.unique(lab[inside].astype(np.int64) * nf + face[inside], return_counts=True)
             out.append((keys // nf, keys % nf, counts))
@@ -535,17 +535,18 @@ def _in_chunk(block: np.ndarray, neighbourhood: int, by_local: np.ndarray) -> np
     return out
 
 
-def _outline_pieces(lab: np.ndarray, keep: np.ndarray, origin: tuple[int, int] = (0, 0)) -> Pieces:
+def _outline_pieces(lab: np.ndarray | None, keep: np.ndarray, origin: tuple[int, int] = (0, 0)) -> Pieces:
     """The 4-connected regions of the labels selected by ``keep`` (bool, indexed by local label) traced by
-    ``kernels.outlines``, with the local label of each; ``lab`` starts at chunk pixel ``origin`` (row, column)."""
+    ``kernels.outlines``, with the local label of each; ``lab`` starts at chunk pixel ``origin`` (row, column)
+    (None when ``keep`` selects none)."""
     if not keep.any():
         return Pieces(np.zeros(0, np.int32), np.zeros((0, 2), np.int32), np.zeros(1, np.int64), np.zeros(1, np.int64))
-    regions, n, _ = kernels.label(keep[lab], 4)
-    corners, ring_offsets, polygon_offsets = kernels.outlines(regions, n)
+    n, _, first, runs = kernels.component_runs(keep[lab], 4)
+    corners, ring_offsets, polygon_offsets = kernels.outlines(kernels.runs_image(lab.shape, runs), n)
     corners += np.array([origin[1], origin[0]], np.int32)
     if max(o + n for o, n in zip(origin, lab.shape, strict=True)) < 2**16:  # half the memory while they wait
         corners = corners.astype(np.uint16)
-    return Pieces(lab.ravel()[kernels.first_pixels(regions, n)], corners, ring_offsets, polygon_offsets)
+    return Pieces(lab.ravel()[first], corners, ring_offsets, polygon_offsets)
 
 
 def _kept_pieces(pieces: Pieces, lut: np.ndarray, keep: np.ndarray, origin: tuple[int, int]) -> list[tuple[int, shapely.Geometry]]:

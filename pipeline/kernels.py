@@ -5,7 +5,9 @@ name says otherwise; callers convert metres to pixels (``euclidean_reach``).
 
 - ``label``: connected components of a 2-D mask (4- or 8-neighbour), numbered 1..n in the row-major order of
   each component's first pixel: the numbering ``scipy.ndimage.label`` gives, with pixel counts per label;
-  ``label_codes``: the same for every code of an integer array at once (pixels join only their own code).
+  ``label_codes``: the same for every code of an integer array at once (pixels join only their own code);
+  ``component_runs``: the same as runs, without a label image (``run_edges``, ``run_histogram``, ``paint_runs``
+  and ``runs_image`` read them).
 - ``within``: pixels within a bounded distance of a source mask (exact; any reach table), four linear
   sweeps instead of a distance transform; memory is two chunk-sized arrays.
 - ``ecosystem_edges`` / ``ecosystem_edge_sums`` (connectivity), ``degradation_flags`` / ``flag_counts`` (degradation),
@@ -50,8 +52,8 @@ def _union(parent: np.ndarray, a: int, b: int) -> int:
 def _label_runs(code, diagonal, cap):
     """Run-based union-find: each row's runs of one code are joined to the runs of the same code they touch in
     the row above (overlapping columns; one column further with ``diagonal``), then numbered in the row-major
-    order of their first run and written run by run. Room for ``cap`` runs: n = -1 when there are more (growing
-    the arrays inside the loop kept the compiler from optimising it, 6x slower)."""
+    order of their first run. Room for ``cap`` runs: n = -1 when there are more (growing the arrays inside the
+    loop kept the compiler from optimising it, 6x slower)."""
     rows, cols = code.shape
     reach = 1 if diagonal else 0
     start = np.empty(cap, np.int32)
@@ -78,7 +80,7 @@ def _label_runs(code, diagonal, cap):
                 j += 1
             if n_runs == cap:
                 none = np.zeros(0, np.int32)
-                return np.zeros((0, 0), np.int32), -1, np.zeros(0, np.int64), row_first, none, none, none
+                return -1, np.zeros(0, np.int64), np.zeros(0, np.int64), row_first, none, none, none
             start[n_runs], end[n_runs], run_code[n_runs], parent[n_runs] = s, j, c, n_runs
             while k < prev_hi and end[k] + reach <= s:
                 k += 1
@@ -92,11 +94,10 @@ def _label_runs(code, diagonal, cap):
     row_first[rows] = n_runs
     final = np.zeros(n_runs, np.int32)
     count = np.zeros(n_runs + 1, np.int64)
+    first = np.empty(n_runs, np.int64)
     run_label = np.empty(n_runs, np.int32)
-    lab = np.zeros((rows, cols), np.int32)
     n_final = 0
     for i in range(rows):
-        out = lab[i]
         for r in range(row_first[i], row_first[i + 1]):
             root = parent[r]
             while parent[root] != root:
@@ -107,10 +108,38 @@ def _label_runs(code, diagonal, cap):
                 n_final += 1
                 f = n_final
                 final[root] = f
-            out[start[r]:end[r]] = f
+                first[f - 1] = i * cols + start[r]
             count[f] += end[r] - start[r]
             run_label[r] = f
-    return lab, n_final, count[:n_final + 1].copy(), row_first, start[:n_runs].copy(), end[:n_runs].copy(), run_label
+    return n_final, count[:n_final + 1].copy(), first[:n_final].copy(), row_first, start[:n_runs].copy(), end[:n_runs].copy(), run_label
+
+
+def component_runs(code: np.ndarray, neighbourhood: int, *, codes: bool = False) -> tuple[int, np.ndarray, np.ndarray, tuple]:
+    """Connected components of a 2-D array as runs, without writing a label image.
+
+    Components are those of ``label`` (nonzero pixels), or with ``codes`` those of ``label_codes`` (pixels
+    join only their own code). Returns (n, count int64 (n + 1,) pixels per label with count[0] = 0, first int64
+    (n,) row-major index of each label's first pixel, runs): runs = (row_first int32 (rows + 1,), start, end
+    (columns; uint16 when they fit), label int32), row i's runs at row_first[i]:row_first[i + 1]. ``runs_image``,
+    ``run_edges``, ``run_histogram`` and ``paint_runs`` read them. Memory: 12-16 bytes per run.
+    """
+    if neighbourhood not in (4, 8):
+        raise ValueError(f"neighbourhood must be 4 or 8; got {neighbourhood!r}")
+    code = np.ascontiguousarray(code if codes or code.dtype == bool else code != 0)
+    rows, cols = code.shape
+    out = _label_runs(code, neighbourhood == 8, rows * ((cols + 1) // 2) + 1)  # room for a binary mask's runs
+    if out[0] < 0:  # codes side by side: up to a run per pixel
+        out = _label_runs(code, neighbourhood == 8, rows * cols + 1)
+    n, count, first, row_first, start, end, run_label = out
+    column = np.uint16 if cols < 2**16 else np.int32
+    return int(n), count, first, (row_first.astype(np.int32), start.astype(column), end.astype(column), run_label)
+
+
+def runs_image(shape: tuple[int, int], runs: tuple) -> np.ndarray:
+    """The int32 label image of ``component_runs`` runs (0 = background)."""
+    lab = np.zeros(shape, np.int32)
+    _paint_runs(lab, 0, 0, *runs, np.arange(runs[3].max(initial=0) + 1, dtype=np.int32))
+    return lab
 
 
 def label_codes(code: np.ndarray, neighbourhood: int) -> tuple[np.ndarray, int, np.ndarray]:
@@ -118,33 +147,8 @@ def label_codes(code: np.ndarray, neighbourhood: int) -> tuple[np.ndarray, int, 
     their own code, so the components of code c are those ``label(code == c)`` finds. Numbered 1..n by first
     pixel in row-major order over all codes (the components of one code keep their relative order); returns
     (labels int32, n, pixels per label) as ``label``. One pass instead of one per code."""
-    if neighbourhood not in (4, 8):
-        raise ValueError(f"neighbourhood must be 4 or 8; got {neighbourhood!r}")
-    return _labelled(np.ascontiguousarray(code), neighbourhood == 8)
-
-
-def _labelled(code: np.ndarray, diagonal: bool, runs: bool = False) -> tuple:
-    """_label_runs with room for the runs a binary mask can have (half the pixels of a row each row), and for
-    one per pixel when codes side by side have more: (labels, n, count), with ``runs`` also (row_first, start,
-    end, label) of every run (``paint_runs``)."""
-    rows, cols = code.shape
-    out = _label_runs(code, diagonal, rows * ((cols + 1) // 2) + 1)
-    if out[1] < 0:
-        out = _label_runs(code, diagonal, rows * cols + 1)
-    lab, n, count, row_first, start, end, run_label = out
-    if not runs:
-        return lab, int(n), count
-    column = np.uint16 if cols < 2**16 else np.int32
-    return lab, int(n), count, (row_first.astype(np.int32), start.astype(column), end.astype(column), run_label)
-
-
-def label_runs(mask: np.ndarray, neighbourhood: int) -> tuple[np.ndarray, int, np.ndarray, tuple]:
-    """``label`` and the runs it found: (row_first int32 (rows + 1,), start, end (columns, uint16 when they
-    fit), label int32) with row i's runs at row_first[i]:row_first[i + 1]; ``paint_runs`` rebuilds a per-label
-    image from them without labelling again."""
-    if neighbourhood not in (4, 8):
-        raise ValueError(f"neighbourhood must be 4 or 8; got {neighbourhood!r}")
-    return _labelled(np.ascontiguousarray(mask if mask.dtype == bool else mask != 0), neighbourhood == 8, runs=True)
+    n, count, _, runs = component_runs(code, neighbourhood, codes=True)
+    return runs_image(code.shape, runs), n, count
 
 
 @numba.njit(**_JIT)
@@ -158,9 +162,83 @@ def _paint_runs(out, row0, col0, row_first, start, end, run_label, values):
 
 
 def paint_runs(out: np.ndarray, origin: tuple[int, int], runs: tuple, values: np.ndarray) -> None:
-    """Write ``values[label]`` over every run of ``label_runs`` into ``out``, the runs' row 0 and column 0 at
-    ``origin`` (row, column) of ``out``; pixels outside the runs keep their value."""
+    """Write ``values[label]`` over every run of ``component_runs`` into ``out``, the runs' row 0 and column 0
+    at ``origin`` (row, column) of ``out``; pixels outside the runs keep their value."""
     _paint_runs(out, int(origin[0]), int(origin[1]), *runs, values)
+
+
+@numba.njit(**_JIT)
+def _run_edges(rows, cols, row_first, start, end, run_label):
+    top, bottom = np.zeros(cols, np.int32), np.zeros(cols, np.int32)
+    left, right = np.zeros(rows, np.int32), np.zeros(rows, np.int32)
+    for line, i in ((top, 0), (bottom, rows - 1)):
+        for r in range(row_first[i], row_first[i + 1]):
+            line[start[r]:end[r]] = run_label[r]
+    for i in range(rows):
+        lo, hi = row_first[i], row_first[i + 1]
+        if lo < hi:
+            if start[lo] == 0:
+                left[i] = run_label[lo]
+            if end[hi - 1] == cols:
+                right[i] = run_label[hi - 1]
+    return top, bottom, left, right
+
+
+def run_edges(shape: tuple[int, int], runs: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The labels on the top, bottom, left and right lines of the image of ``component_runs`` runs (int32)."""
+    return _run_edges(shape[0], shape[1], *runs)
+
+
+@numba.njit(**_JIT)
+def _run_histogram(values, row_first, start, end, run_label, n, n_values, bits):
+    out = np.zeros((n + 1, n_values), np.int64)
+    bad = -1
+    for i in range(row_first.size - 1):
+        row = values[i]
+        for r in range(row_first[i], row_first[i + 1]):
+            f, s, e = run_label[r], start[r], end[r]
+            if bits:  # pixels with bit b set: one vectorised sum per bit
+                for b in range(n_values):
+                    set_b = 0
+                    for j in range(s, e):
+                        set_b += (np.int64(row[j]) >> b) & 1
+                    out[f, b] += set_b
+            elif n_values == 2:  # values 0 and 1: their sum counts the ones
+                ones, high = 0, 0
+                for j in range(s, e):
+                    v = np.int64(row[j])
+                    ones += v
+                    high |= v
+                if high < 0 or high > 1:
+                    bad = i
+                out[f, 1] += ones
+                out[f, 0] += e - s - ones
+            else:
+                for j in range(s, e):
+                    v = np.int64(row[j])
+                    if v < 0 or v >= n_values:
+                        bad = i
+                    else:
+                        out[f, v] += 1
+    return out, bad
+
+
+def run_histogram(runs: tuple, values: np.ndarray, n: int, n_values: int, *, bits: bool = False) -> np.ndarray:
+    """Pixels of each value per label of ``component_runs`` runs over ``values`` (same shape as their image):
+    int64 (n + 1, n_values), row 0 zero; with ``bits``, pixels of each label whose value has bit b set, for
+    b < n_values. As a histogram of the label image, without reading one.
+
+    Raises ValueError when a labelled pixel has a value outside [0, n_values) (not checked with ``bits``)."""
+    values = np.ascontiguousarray(values)
+    out, bad = _run_histogram(values, *runs, n, n_values, bits)
+    if bad >= 0:
+        row_first, start, end, _ = runs
+        row = values[bad]
+        on_runs = np.concatenate([row[s:e] for s, e in zip(start[row_first[bad]:row_first[bad + 1]],
+                                                            end[row_first[bad]:row_first[bad + 1]], strict=True)])
+        wrong = np.unique(on_runs[(on_runs < 0) | (on_runs >= n_values)])
+        raise ValueError(f"values on patch pixels must be in [0, {n_values}); got {wrong[:10].tolist()}")
+    return out
 
 
 def label(mask: np.ndarray, neighbourhood: int) -> tuple[np.ndarray, int, np.ndarray]:
@@ -184,79 +262,12 @@ def label(mask: np.ndarray, neighbourhood: int) -> tuple[np.ndarray, int, np.nda
 
     Notes
     -----
-    Union-find over runs of pixels (``_label_runs``): one pass finding each row's runs and joining those that
-    touch the row above, one pass writing the labels run by run; about 1-2 ns/px on clustered masks.
+    Union-find over runs of pixels (``component_runs``): one pass finding each row's runs and joining those
+    that touch the row above, then the labels written run by run; about 1-2 ns/px on clustered masks.
     Memory: the int32 labels plus 13 bytes per run.
     """
-    if neighbourhood not in (4, 8):
-        raise ValueError(f"neighbourhood must be 4 or 8; got {neighbourhood!r}")
-    return _labelled(np.ascontiguousarray(mask if mask.dtype == bool else mask != 0), neighbourhood == 8)
-
-
-@numba.njit(**_JIT)
-def _first_pixels(lab: np.ndarray, n: int) -> np.ndarray:
-    first = np.empty(n, np.int64)
-    seen = 0
-    flat = lab.ravel()
-    for k in range(flat.size):
-        if flat[k] > seen:  # labels appear first in increasing order
-            first[seen] = k
-            seen += 1
-            if seen == n:
-                break
-    return first
-
-
-def first_pixels(lab: np.ndarray, n: int) -> np.ndarray:
-    """Row-major index of the first pixel of each label 1..n of ``label``'s output (int64 (n,))."""
-    return _first_pixels(np.ascontiguousarray(lab), n)
-
-
-@numba.njit(**_JIT)
-def _histogram(lab: np.ndarray, values: np.ndarray, n: int, n_values: int) -> tuple[np.ndarray, int]:
-    hist = np.zeros((n + 1, n_values), np.int64)
-    bad = -1
-    flat_l, flat_v = lab.ravel(), values.ravel()
-    for k in range(flat_l.size):
-        p = flat_l[k]
-        if p:
-            v = flat_v[k]
-            if v < 0 or v >= n_values:
-                bad = k
-            else:
-                hist[p, v] += 1
-    return hist, bad
-
-
-def histogram(lab: np.ndarray, values: np.ndarray, n: int, n_values: int) -> np.ndarray:
-    """Pixels of each value per label: int64 (n + 1, n_values), row 0 (background) zero.
-
-    Raises ValueError when a labelled pixel has a value outside [0, n_values) (background values are free)."""
-    hist, bad = _histogram(np.ascontiguousarray(lab), np.ascontiguousarray(values), n, n_values)
-    if bad >= 0:
-        flat_l, flat_v = lab.ravel(), values.ravel()
-        wrong = np.unique(flat_v[(flat_l > 0) & ((flat_v < 0) | (flat_v >= n_values))])
-        raise ValueError(f"values on patch pixels must be in [0, {n_values}); got {wrong[:10].tolist()}")
-    return hist
-
-
-@numba.njit(**_JIT)
-def _bit_counts(lab: np.ndarray, values: np.ndarray, n: int, n_bits: int) -> np.ndarray:
-    out = np.zeros((n + 1, n_bits), np.int64)
-    flat_l, flat_v = lab.ravel(), values.ravel()
-    for k in range(flat_l.size):
-        p = flat_l[k]
-        if p:
-            v = np.int64(flat_v[k])
-            for b in range(n_bits):
-                out[p, b] += (v >> b) & 1
-    return out
-
-
-def bit_counts(lab: np.ndarray, values: np.ndarray, n: int, n_bits: int) -> np.ndarray:
-    """Pixels of each label whose value has bit b set, for b < n_bits: int64 (n + 1, n_bits), row 0 zero
-    (e.g. the pixels of a degraded patch flagged by each rule)."""
-    return _bit_counts(np.ascontiguousarray(lab), np.ascontiguousarray(values), n, n_bits)
+    n, count, _, runs = component_runs(mask, neighbourhood)
+    return runs_image(mask.shape, runs), n, count
 
 
 # ------------------------------------------------------------------------------------------ bounded distances
@@ -373,29 +384,59 @@ def flag_counts(flags: np.ndarray, eco: np.ndarray, face: np.ndarray, *, n_faces
 
 # ------------------------------------------------------------------------------------------ connectivity
 _NON_NATURAL, _UNMAPPED = 254, 255  # ecosystem_edges codes beside 1 + ecosystem index
+_NON_NATURAL_BIT = 0x80  # ecosystem_edges presence bits: 1 << ecosystem index, this bit for mapped non-natural land
 
 
 @numba.njit(**_JIT)
-def _cross_step(a: np.ndarray, out: np.ndarray, take_max: bool) -> None:
-    """One step of a 4-neighbour (cross) minimum or maximum; border pixels see their own value past the
-    border. Row views and a clamp-free inner loop let LLVM vectorise it."""
-    rows, cols = a.shape
-    for i in range(rows):
-        row, up, down, res = a[i], a[max(i - 1, 0)], a[min(i + 1, rows - 1)], out[i]
-        if take_max:
-            for j in range(cols):
-                res[j] = max(row[j], max(up[j], down[j]))
-            for j in range(1, cols):
-                res[j] = max(res[j], row[j - 1])
-            for j in range(cols - 1):
-                res[j] = max(res[j], row[j + 1])
-        else:
-            for j in range(cols):
-                res[j] = min(row[j], min(up[j], down[j]))
-            for j in range(1, cols):
-                res[j] = min(res[j], row[j - 1])
-            for j in range(cols - 1):
-                res[j] = min(res[j], row[j + 1])
+def _or_pair(src: np.ndarray, dst: np.ndarray, di0: int, dj0: int, di1: int, dj1: int) -> None:
+    """dst[i, j] = src[i + di0, j + dj0] | src[i + di1, j + dj1] where both lie in the array, else 0."""
+    rows, cols = src.shape
+    i_lo, i_hi = max(0, -di0, -di1), min(rows, rows - di0, rows - di1)
+    j_lo, j_hi = max(0, -dj0, -dj1), min(cols, cols - dj0, cols - dj1)
+    dst[:] = 0
+    n = j_hi - j_lo
+    for i in range(i_lo, i_hi):  # row slices: a loop from 0 that LLVM vectorises
+        a, b, out = src[i + di0, j_lo + dj0:j_hi + dj0], src[i + di1, j_lo + dj1:j_hi + dj1], dst[i, j_lo:j_hi]
+        for j in range(n):
+            out[j] = a[j] | b[j]
+
+
+@numba.njit(**_JIT)
+def _or_cross(src: np.ndarray, dst: np.ndarray) -> None:
+    """dst = OR of each pixel and its 4 neighbours; the outermost rows and columns are set to 0."""
+    rows, cols = src.shape
+    dst[:] = 0
+    for i in range(1, rows - 1):
+        row, up, down, out = src[i], src[i - 1], src[i + 1], dst[i]
+        for j in range(1, cols - 1):
+            out[j] = row[j] | up[j] | down[j] | row[j - 1] | row[j + 1]
+
+
+@numba.njit(**_JIT)
+def _or_diamond(bits: np.ndarray, depth: int) -> np.ndarray:
+    """OR of ``bits`` over the diamond |di| + |dj| <= depth of each pixel, exact where the diamond lies in the
+    array (0 elsewhere near the border). The diamond is two diagonal segments of 2m + 1 pixels (each by
+    doubling: a window of P = 2^k pixels, then two overlapping windows) and one or two crosses."""
+    a, b = bits.copy(), np.empty_like(bits)
+    n_cross = 1 if depth % 2 else 2
+    m = (depth - n_cross) // 2
+    if depth == 0:
+        return a
+    for si, sj in ((1, 1), (1, -1)):  # the two diagonals
+        if m == 0:
+            continue
+        length, width = 2 * m + 1, 1
+        while 2 * width <= length:
+            _or_pair(a, b, 0, 0, width * si, width * sj)
+            a, b = b, a
+            width *= 2
+        rest = length - width
+        _or_pair(a, b, -m * si, -m * sj, (rest - m) * si, (rest - m) * sj)
+        a, b = b, a
+    for _ in range(n_cross):
+        _or_cross(a, b)
+        a, b = b, a
+    return a
 
 
 @numba.njit(**_JIT)
@@ -403,43 +444,37 @@ def _ecosystem_edges(lc: np.ndarray, eco_of_class: np.ndarray, first_class: int,
                      halo: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rows, cols = lc.shape
     table = np.full(eco_of_class.size, _UNMAPPED, np.uint8)  # class -> 1 + ecosystem, _NON_NATURAL, _UNMAPPED
+    bit_of = np.zeros(eco_of_class.size, np.uint8)  # class -> presence bit, 0 unmapped
     for c in range(first_class, eco_of_class.size):
         table[c] = eco_of_class[c] + 1 if eco_of_class[c] >= 0 else _NON_NATURAL
+        bit_of[c] = 1 << eco_of_class[c] if eco_of_class[c] >= 0 else _NON_NATURAL_BIT
     code = np.empty((rows, cols), np.uint8)
-    hi = np.empty((rows, cols), np.uint8)
+    bits = np.empty((rows, cols), np.uint8)
     for i in range(rows):
         for j in range(cols):
-            c = table[lc[i, j]]
-            code[i, j] = c
-            hi[i, j] = 0 if c == _UNMAPPED else c
-    # lowest and highest mapped code within `depth` 4-neighbour steps (unmapped pixels count as neither)
-    lo = code.copy()
-    lo_next, hi_next = np.empty_like(lo), np.empty_like(hi)
-    for _ in range(depth):
-        _cross_step(lo, lo_next, False)
-        _cross_step(hi, hi_next, True)
-        lo, lo_next = lo_next, lo
-        hi, hi_next = hi_next, hi
+            code[i, j] = table[lc[i, j]]
+            bits[i, j] = bit_of[lc[i, j]]
+    near = _or_diamond(bits, depth)  # the groups mapped within `depth` 4-neighbour steps
     h, w = rows - 2 * halo, cols - 2 * halo
-    out_code = np.zeros((h, w), np.uint8)
-    core = np.zeros((h, w), np.uint8)
-    sides = np.zeros((h, w), np.uint8)
-    for i in range(h):
+    out_code = np.empty((h, w), np.uint8)
+    core = np.empty((h, w), np.uint8)
+    sides = np.empty((h, w), np.uint8)
+    for i in range(h):  # branch-free over row slices, so that LLVM vectorises it
         ii = i + halo
-        row, up, down, row_lo, row_hi = code[ii], code[ii - 1], code[ii + 1], lo[ii], hi[ii]
+        row, up, down = code[ii, halo:halo + w], code[ii - 1, halo:halo + w], code[ii + 1, halo:halo + w]
+        left, right = code[ii, halo - 1:halo - 1 + w], code[ii, halo + 1:halo + 1 + w]
+        own, groups = bits[ii, halo:halo + w], near[ii, halo:halo + w]
         for j in range(w):
-            jj = j + halo
-            c = row[jj]
-            if c >= _NON_NATURAL:
-                continue
-            out_code[i, j] = c
-            eco_sides = 0
-            natural_sides = 0
-            for n in (up[jj], down[jj], row[jj - 1], row[jj + 1]):
-                eco_sides += (n != _UNMAPPED) & (n != c)
-                natural_sides += n == _NON_NATURAL
-            sides[i, j] = eco_sides | (natural_sides << 4)
-            core[i, j] = ((row_lo[jj] == c) & (row_hi[jj] == c)) | ((row_hi[jj] != _NON_NATURAL) << 1)
+            c = row[j]
+            natural = np.uint8(c < _NON_NATURAL)
+            eco_sides = (np.uint8((up[j] != _UNMAPPED) & (up[j] != c)) + np.uint8((down[j] != _UNMAPPED) & (down[j] != c))
+                         + np.uint8((left[j] != _UNMAPPED) & (left[j] != c))
+                         + np.uint8((right[j] != _UNMAPPED) & (right[j] != c)))
+            natural_sides = (np.uint8(up[j] == _NON_NATURAL) + np.uint8(down[j] == _NON_NATURAL)
+                             + np.uint8(left[j] == _NON_NATURAL) + np.uint8(right[j] == _NON_NATURAL))
+            out_code[i, j] = c * natural
+            sides[i, j] = (eco_sides | (natural_sides << 4)) * natural
+            core[i, j] = (np.uint8(groups[j] == own[j]) | (np.uint8((groups[j] & _NON_NATURAL_BIT) == 0) << 1)) * natural
     return out_code, core, sides
 
 
@@ -454,7 +489,7 @@ def ecosystem_edges(lc: np.ndarray, eco_of_class: np.ndarray, *, first_class: in
         Class indices with a halo of ``halo`` >= ``depth`` pixels; classes below ``first_class`` are
         unmapped (neither class nor edge).
     eco_of_class : numpy.ndarray
-        int8 ecosystem index per class index, -1 for non-natural classes.
+        int8 ecosystem index per class index, -1 for non-natural classes; at most 7 ecosystem types (0-6).
     depth : int
         Core depth (px): a core pixel has no pixel of another mapped class group within ``depth``
         4-neighbour steps (``depth`` erosions with the 4-neighbour cross, as FRAGSTATS).
@@ -469,9 +504,12 @@ def ecosystem_edges(lc: np.ndarray, eco_of_class: np.ndarray, *, first_class: in
 
     Notes
     -----
-    The lowest and highest code within the depth (``depth`` cross minimum/maximum steps) decide both kinds of
-    core at once, instead of one distance pass per class group.
+    One OR of presence bits (a bit per ecosystem type, one for non-natural land) over the diamond of radius
+    ``depth`` (``_or_diamond``: about 2·log2(depth) + 2 passes, not ``depth`` cross steps) decides both kinds
+    of core at once, instead of one distance pass per class group.
     """
+    if eco_of_class.max(initial=-1) >= 7:
+        raise ValueError(f"at most 7 ecosystem types fit the presence bits; got index {eco_of_class.max()}")
     if halo < max(depth, 1) or min(lc.shape) <= 2 * halo:
         raise ValueError(f"the halo ({halo} px) must be >= max(depth, 1) = {max(depth, 1)} and leave an interior")
     _check_below(lc, eco_of_class.size, "class index")
@@ -495,16 +533,49 @@ def _ecosystem_edge_sums(face, code, core, sides, n_faces, n_codes):
     return edge, non_core
 
 
+@numba.njit(**_JIT)
+def _one_face_edge_sums(code, core, sides, n_codes):
+    """_ecosystem_edge_sums of a chunk inside one face: per row, one vectorised sum per code present in it
+    (int32 sums: a row has at most 4 sides per pixel)."""
+    edge = np.zeros(n_codes + 1, np.int64)
+    non_core = np.zeros(n_codes + 1, np.int64)
+    rows, cols = code.shape
+    for i in range(rows):
+        row_code, row_core, row_sides = code[i], core[i], sides[i]
+        natural_edge, natural_core, natural, hi = np.int32(0), np.int32(0), np.int32(0), np.uint8(0)
+        for j in range(cols):
+            natural_edge += np.int32(row_sides[j] >> 4)
+            natural_core += np.int32(row_core[j] >> 1)
+            natural += np.int32(row_code[j] > 0)
+            hi = max(hi, row_code[j])
+        edge[0] += natural_edge
+        non_core[0] += natural - natural_core
+        for c in range(1, hi + 1):
+            sides_c, core_c, pixels_c = np.int32(0), np.int32(0), np.int32(0)
+            for j in range(cols):
+                is_c = np.int32(row_code[j] == c)
+                sides_c += is_c * np.int32(row_sides[j] & 15)
+                core_c += is_c * np.int32(row_core[j] & 1)
+                pixels_c += is_c
+            edge[c] += sides_c
+            non_core[c] += pixels_c - core_c
+    return edge, non_core
+
+
 def ecosystem_edge_sums(face: np.ndarray, code: np.ndarray, core: np.ndarray, sides: np.ndarray, *, n_faces: int,
                         n_codes: int) -> tuple[np.ndarray, np.ndarray]:
     """Per zone face, from ``ecosystem_edges``: edge sides and non-core pixels, int64 (n_faces, 1 + n_codes):
     column 1 + e for ecosystem e, column 0 for all natural land."""
-    _check_below(face, n_faces, "face id")
+    lo, hi = _check_below(face, n_faces, "face id")
     _check_below(code, n_codes + 1, "ecosystem code")
-    return _ecosystem_edge_sums(np.ascontiguousarray(face), code, core, sides, n_faces, n_codes)
+    if lo != hi:
+        return _ecosystem_edge_sums(np.ascontiguousarray(face), code, core, sides, n_faces, n_codes)
+    edge, non_core = np.zeros((2, n_faces, n_codes + 1), np.int64)  # the chunk lies in one face (most chunks)
+    if code.size:
+        edge[lo], non_core[lo] = _one_face_edge_sums(code, core, sides, n_codes)
+    return edge, non_core
 
 
-# rule codes of ``degradation_flags``
 RULE_CODES = {"transition": 0, "condition": 1, "edge": 2, "small_patch": 3, "isolation": 4, "external": 5}
 
 
@@ -730,12 +801,33 @@ def _label_face_counts(lab: np.ndarray, face: np.ndarray, n_labels: int, n_faces
     return out
 
 
+@numba.njit(**_JIT)
+def _value_counts(values: np.ndarray, n: int) -> np.ndarray:
+    """Pixels of each value in [0, n): four tables for four pixels in a row, so that no add waits on the last."""
+    banks = np.zeros((4, n), np.int64)
+    flat = values.ravel()
+    whole = flat.size // 4 * 4
+    for k in range(0, whole, 4):
+        banks[0, flat[k]] += 1
+        banks[1, flat[k + 1]] += 1
+        banks[2, flat[k + 2]] += 1
+        banks[3, flat[k + 3]] += 1
+    for k in range(whole, flat.size):
+        banks[0, flat[k]] += 1
+    return banks.sum(axis=0)
+
+
 def label_face_counts(lab: np.ndarray, face: np.ndarray, *, n_labels: int, n_faces: int) -> np.ndarray:
     """Pixels of each label (1..n_labels) in each face (0..n_faces - 1): int64 (n_labels + 1, n_faces), row 0
     (background) zero. Memory is the table, so callers keep n_labels x n_faces near the chunk size."""
     _check_below(lab, n_labels + 1, "label")
-    _check_below(face, n_faces, "face id")
-    return _label_face_counts(lab, face, n_labels, n_faces)
+    lo, hi = _check_below(face, n_faces, "face id")
+    if lo != hi:
+        return _label_face_counts(lab, face, n_labels, n_faces)
+    out = np.zeros((n_labels + 1, n_faces), np.int64)  # the chunk lies in one face (most chunks)
+    if lab.size:
+        out[1:, lo] = _value_counts(np.ascontiguousarray(lab), n_labels + 1)[1:]
+    return out
 
 
 @numba.njit(**_JIT)
@@ -794,14 +886,15 @@ def nonzero_bounds(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(r0), int(r1), int(c0), int(c1)
 
 
-def _check_below(values: np.ndarray, size: int, what: str) -> None:
+def _check_below(values: np.ndarray, size: int, what: str) -> tuple[int, int]:
     """A compiled counting loop writes at these indices unchecked: refuse values outside [0, size) first
-    (one compiled min/max pass: numpy's min and max were two)."""
+    (one compiled min/max pass: numpy's min and max were two). Returns their (min, max), (0, 0) when empty."""
     if not values.size:
-        return
+        return 0, 0
     lo, hi = value_range(values)
     if lo < 0 or hi >= size:
         raise ValueError(f"{what} values must lie in [0, {size}); got {lo}..{hi}")
+    return lo, hi
 
 
 @numba.njit(**_JIT)

@@ -25,7 +25,30 @@ def test_label_equals_scipy(shape, neighbourhood):
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(count[1:], np.bincount(want.ravel(), minlength=n + 1)[1:])
         ids, first = np.unique(want.ravel(), return_index=True)
-        np.testing.assert_array_equal(kernels.first_pixels(got, n), first[ids > 0])
+        n_runs, count_runs, first_runs, runs = kernels.component_runs(mask, neighbourhood)
+        assert n_runs == n
+        np.testing.assert_array_equal(count_runs, count)
+        np.testing.assert_array_equal(first_runs, first[ids > 0])
+        np.testing.assert_array_equal(kernels.runs_image(shape, runs), want)
+        for line, want_line in zip(kernels.run_edges(shape, runs), (want[0], want[-1], want[:, 0], want[:, -1]), strict=True):
+            np.testing.assert_array_equal(line, want_line)
+
+
+@pytest.mark.parametrize("n_values", [2, 5])
+def test_run_histogram_equals_numpy(n_values):
+    """Pixels of each value per label, and with ``bits`` per set bit, against numpy on the label image."""
+    for density in (0.2, 0.7):
+        mask = RNG.random((40, 53)) < density
+        n, _, _, runs = kernels.component_runs(mask, 8)
+        lab = kernels.runs_image(mask.shape, runs)
+        values = RNG.integers(0, n_values, mask.shape).astype(np.uint8)
+        want = np.zeros((n + 1, n_values), np.int64)
+        np.add.at(want, (lab[mask], values[mask]), 1)
+        np.testing.assert_array_equal(kernels.run_histogram(runs, values, n, n_values), want)
+        bits = np.zeros((n + 1, 3), np.int64)
+        for b in range(3):
+            np.add.at(bits[:, b], lab[mask], (values[mask] >> b) & 1)
+        np.testing.assert_array_equal(kernels.run_histogram(runs, values, n, 3, bits=True), bits)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -70,12 +93,14 @@ def test_label_checkerboard_and_spiral():
     np.testing.assert_array_equal(got, want)
 
 
-def test_histogram_rejects_values_on_patch_pixels_only():
-    lab = np.array([[1, 0], [0, 2]], np.int32)
-    hist = kernels.histogram(lab, np.array([[1, 99], [-5, 0]]), 2, 2)
-    np.testing.assert_array_equal(hist, [[0, 0], [0, 1], [1, 0]])
-    with pytest.raises(ValueError, match=r"\[0, 2\)"):
-        kernels.histogram(lab, np.array([[1, 0], [0, 7]]), 2, 2)
+@pytest.mark.parametrize("n_values", [2, 3])
+def test_run_histogram_rejects_values_on_patch_pixels_only(n_values):
+    n, _, _, runs = kernels.component_runs(np.array([[1, 0], [0, 1]], bool), 4)
+    hist = kernels.run_histogram(runs, np.array([[1, 99], [-5, 0]]), n, n_values)
+    np.testing.assert_array_equal(hist[:, :2], [[0, 0], [0, 1], [1, 0]])
+    for wrong in (7, -1):
+        with pytest.raises(ValueError, match=rf"\[0, {n_values}\).*{wrong}"):
+            kernels.run_histogram(runs, np.array([[1, 0], [0, wrong]]), n, n_values)
 
 
 @pytest.mark.parametrize("bound_m, resolution_m", [(0, 10), (30, 30), (45, 10), (100, 30), (100, 10), (250, 30)])
@@ -194,20 +219,23 @@ def test_outlines_refuse_labels_beyond_count():
 
 def test_bit_counts_by_hand():
     """Pixels per label with each bit of their value set: label 1 has values 0b011, 0b001; label 2 has 0b100."""
-    lab = np.array([[1, 1, 0, 2]], np.int32)
+    n, _, _, runs = kernels.component_runs(np.array([[1, 1, 0, 1]], bool), 8)
     values = np.array([[3, 1, 7, 4]], np.uint8)  # the background value 7 counts nowhere
-    np.testing.assert_array_equal(kernels.bit_counts(lab, values, 2, 3), [[0, 0, 0], [2, 1, 0], [0, 0, 1]])
+    np.testing.assert_array_equal(kernels.run_histogram(runs, values, n, 3, bits=True), [[0, 0, 0], [2, 1, 0], [0, 0, 1]])
 
 
-@pytest.mark.parametrize("depth", [0, 1, 2, 5])
+@pytest.mark.parametrize("depth", [0, 1, 2, 3, 4, 5, 10, 13])
 def test_ecosystem_edges_equal_scipy_per_group(depth):
     """Core flags and edge sides of every ecosystem type and of all natural land, against one scipy taxicab
     distance transform per group (the per-group computation they replace). Classes: 0 unmapped, 1, 2 non-natural,
     3, 4 forest (ecosystem 0), 5 savanna (1), 6 wetland (2); unmapped pixels are neither group nor edge."""
     eco_of_class = np.array([-1, -1, -1, 0, 0, 1, 2], np.int8)
     first_class, halo = 1, max(depth, 1)
-    for _ in range(20):
-        lc = RNG.choice(7, size=tuple(RNG.integers(2 * halo + 1, 30, 2)), p=[.05, .1, .1, .3, .15, .2, .1]).astype(np.uint8)
+    for k in range(30):
+        shape = tuple(RNG.integers(2 * halo + 1, 2 * halo + 40, 2))
+        block = (1, 3, 9)[k % 3]  # white noise, then clustered classes (blocks of 3 and 9 px) that leave core
+        small = RNG.choice(7, size=(shape[0] // block + 1, shape[1] // block + 1), p=[.05, .1, .1, .3, .15, .2, .1])
+        lc = np.kron(small, np.ones((block, block), int))[:shape[0], :shape[1]].astype(np.uint8)
         code, core, sides = kernels.ecosystem_edges(lc, eco_of_class, first_class=first_class, depth=depth, halo=halo)
         interior = (slice(halo, lc.shape[0] - halo), slice(halo, lc.shape[1] - halo))
         mapped = lc >= first_class
