@@ -22,6 +22,7 @@ import dask
 import dask.array as da
 import numpy as np
 import shapely
+from dask.delayed import Delayed
 from scipy import sparse
 from scipy.sparse import csgraph
 
@@ -155,8 +156,8 @@ class Patches:
         traced = self._pieces is not None and bool((self.pixel_count[1:][keep[1:]] >= self.pieces_min_px).all())
         if traced:
             nby, nbx = (len(c) for c in self._chunks)
-            chunk_pieces = dask.compute(*[dask.delayed(_kept_pieces, pure=False, traverse=False)(
-                self._pieces[b], _block_lookup(self._lookup, self._offsets, nbx, divmod(b, nbx)), keep,
+            chunk_pieces = dask.compute(*[_opaque_task(
+                _kept_pieces, self._pieces[b], _block_lookup(self._lookup, self._offsets, nbx, divmod(b, nbx)), keep,
                 (int(origin[0][b // nbx]), int(origin[1][b % nbx]))) for b in range(nby * nbx)])
         else:
             chunk_pieces = dask.compute(da.map_blocks(
@@ -176,11 +177,18 @@ class Patches:
         out: dict[int, shapely.Geometry] = {}
         for start in range(0, len(batches), POLYGON_GROUP):  # pieces are let go as their patches are finished
             group = batches[start:start + POLYGON_GROUP]
-            done = dask.compute(*[dask.delayed(_finish_polygons, traverse=False)(
-                [by_id.pop(pid) for pid in batch], [n_chunks[pid] > 1 for pid in batch], matrix) for batch in group])
+            done = dask.compute(*[_opaque_task(
+                _finish_polygons, [by_id.pop(pid) for pid in batch], [n_chunks[pid] > 1 for pid in batch], matrix)
+                for batch in group])
             out.update((pid, geom) for batch, geoms in zip(group, done, strict=True)
                        for pid, geom in zip(batch, geoms, strict=True))
         return out
+
+
+def _opaque_task(func: Callable, *args: object) -> Delayed:
+    """A dask task of ``func(*args)`` whose arguments dask does not walk through: dask.delayed looks into
+    every list, tuple and dataclass of its arguments, ~6 ms for 512 lists of geometries."""
+    return dask.delayed(functools.partial(func, *args), pure=False)()
 
 
 def _finish_polygons(pieces: list[list[shapely.Geometry]], across_chunks: list[bool],
@@ -368,7 +376,7 @@ def block_stats(block: np.ndarray, values: np.ndarray | None = None, *, neighbou
         for line in edges:
             keep[line] = True
         keep[0] = False
-        stats["pieces"], stats["pieces_min_px"] = _outline_pieces(image() if keep.any() else None, keep, (r0, c0)), min_px
+        stats["pieces"], stats["pieces_min_px"] = _outline_pieces(runs, (r1 - r0, c1 - c0), keep, (r0, c0)), min_px
     return stats
 
 
@@ -405,7 +413,7 @@ def empty_stats(shape: tuple[int, int], n_values: int = 0, n_faces: tuple[int, .
     if n_faces:
         stats["faces"], stats["n_faces"] = [(np.zeros(0, np.int64),) * 3 for _ in n_faces], tuple(n_faces)
     if pieces_min_px is not None:
-        stats["pieces"] = _outline_pieces(np.zeros((1, 1), np.int32), np.zeros(1, bool))
+        stats["pieces"] = _outline_pieces((), (1, 1), np.zeros(1, bool))
         stats["pieces_min_px"] = max(math.floor(pieces_min_px), 1)
     return stats
 
@@ -535,18 +543,21 @@ def _in_chunk(block: np.ndarray, neighbourhood: int, by_local: np.ndarray) -> np
     return out
 
 
-def _outline_pieces(lab: np.ndarray | None, keep: np.ndarray, origin: tuple[int, int] = (0, 0)) -> Pieces:
+def _outline_pieces(runs: tuple, shape: tuple[int, int], keep: np.ndarray, origin: tuple[int, int] = (0, 0)) -> Pieces:
     """The 4-connected regions of the labels selected by ``keep`` (bool, indexed by local label) traced by
-    ``kernels.outlines``, with the local label of each; ``lab`` starts at chunk pixel ``origin`` (row, column)
-    (None when ``keep`` selects none)."""
+    ``kernels.outlines``, with the local label of each; ``runs`` (kernels.component_runs) cover an image of
+    ``shape`` starting at chunk pixel ``origin`` (row, column)."""
     if not keep.any():
         return Pieces(np.zeros(0, np.int32), np.zeros((0, 2), np.int32), np.zeros(1, np.int64), np.zeros(1, np.int64))
-    n, _, first, runs = kernels.component_runs(keep[lab], 4)
-    corners, ring_offsets, polygon_offsets = kernels.outlines(kernels.runs_image(lab.shape, runs), n)
+    n, region, first_run = kernels.run_regions(runs, keep)
+    regions = np.zeros(shape, np.int32)
+    row_first, start, end, run_label = runs
+    kernels.paint_runs(regions, (0, 0), (row_first, start, end, np.arange(start.size)), region)
+    corners, ring_offsets, polygon_offsets = kernels.outlines(regions, n)
     corners += np.array([origin[1], origin[0]], np.int32)
-    if max(o + n for o, n in zip(origin, lab.shape, strict=True)) < 2**16:  # half the memory while they wait
+    if max(o + size for o, size in zip(origin, shape, strict=True)) < 2**16:  # half the memory while they wait
         corners = corners.astype(np.uint16)
-    return Pieces(lab.ravel()[first], corners, ring_offsets, polygon_offsets)
+    return Pieces(run_label[first_run], corners, ring_offsets, polygon_offsets)
 
 
 def _kept_pieces(pieces: Pieces, lut: np.ndarray, keep: np.ndarray, origin: tuple[int, int]) -> list[tuple[int, shapely.Geometry]]:
@@ -573,7 +584,8 @@ def _block_shapes(block: np.ndarray, *, neighbourhood: int, lookup: np.ndarray, 
     if not keep_local.any():
         return _cell([])
     r0, r1, c0, c1 = kernels.nonzero_bounds(block)
-    pieces = _outline_pieces(kernels.label(block[r0:r1, c0:c1], neighbourhood)[0], keep_local, (r0, c0))
+    pieces = _outline_pieces(kernels.component_runs(block[r0:r1, c0:c1], neighbourhood)[3], (r1 - r0, c1 - c0), keep_local,
+                             (r0, c0))
     return _cell(_kept_pieces(pieces, lut, keep, tuple(int(o[k]) for o, k in zip(origin, block_id, strict=True))))
 
 

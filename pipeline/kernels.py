@@ -135,6 +135,43 @@ def component_runs(code: np.ndarray, neighbourhood: int, *, codes: bool = False)
     return int(n), count, first, (row_first.astype(np.int32), start.astype(column), end.astype(column), run_label)
 
 
+@numba.njit(**_JIT)
+def _run_regions(row_first, start, end, run_label, keep):
+    n_runs = start.size
+    parent = np.arange(n_runs).astype(np.int32)
+    for i in range(1, row_first.size - 1):
+        k = row_first[i - 1]
+        for r in range(row_first[i], row_first[i + 1]):
+            if not keep[run_label[r]]:
+                continue
+            while k < row_first[i] and end[k] <= start[r]:
+                k += 1
+            m = k
+            while m < row_first[i] and start[m] < end[r]:  # runs of the row above sharing a column
+                if keep[run_label[m]]:
+                    _union(parent, m, r)
+                m += 1
+    region = np.zeros(n_runs, np.int32)
+    first_run = np.empty(n_runs, np.int64)
+    n = 0
+    for r in range(n_runs):
+        if keep[run_label[r]]:
+            root = _find(parent, r)
+            if region[root] == 0:
+                n += 1
+                region[root] = n
+                first_run[n - 1] = r
+            region[r] = region[root]
+    return n, region, first_run[:n].copy()
+
+
+def run_regions(runs: tuple, keep: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """The 4-connected regions of the runs whose label ``keep`` selects (bool, indexed by label), joined run to
+    run: (n, region of each run int32 (0: not kept), first run of each region int64 (n,)); numbered in the
+    row-major order of their first pixel, as ``label(keep[image], 4)`` numbers them."""
+    return _run_regions(*runs, np.ascontiguousarray(keep, dtype=np.bool_))
+
+
 def runs_image(shape: tuple[int, int], runs: tuple) -> np.ndarray:
     """The int32 label image of ``component_runs`` runs (0 = background)."""
     lab = np.zeros(shape, np.int32)
@@ -337,49 +374,255 @@ def within(source: np.ndarray, reach: np.ndarray) -> np.ndarray:
 
     Notes
     -----
-    Four linear sweeps (two along rows, two down and up the columns, row by row), about 3 ns/px whatever the
-    bound; memory: a uint16 and a bool array of the source's size. Exact for pixels at least len(reach) - 1
-    pixels from the array border or when the array is the whole landscape (the halo rule of DESIGN.md §9).
+    Exact for pixels at least len(reach) - 1 pixels from the array border or when the array is the whole
+    landscape (the halo rule of DESIGN.md §9). Up to a radius of 16 px, ``_within_near`` (~1.5 ns/px); beyond,
+    four linear sweeps (``_within``: two along rows, two down and up the columns, ~3-4 ns/px whatever the
+    bound; memory a uint16 and a bool array of the source's size), after a look at cells of a quarter of the
+    radius (``_within_by_cells``): where sources are dense (large natural patches), most cells are within for
+    sure and the sweeps run only around the others.
     """
     if reach.size == 0:
         return np.zeros(source.shape, bool)
     if reach.size >= np.iinfo(np.uint16).max:
         raise ValueError(f"a bound of {reach.size - 1} px is beyond the 65,534 px this kernel handles")
-    return _within(np.ascontiguousarray(source, dtype=bool), np.ascontiguousarray(reach, dtype=np.int64))
+    source = np.ascontiguousarray(source, dtype=bool)
+    reach = np.ascontiguousarray(reach, dtype=np.int64)
+    if reach.size <= 17:
+        return _within_near(source, reach)
+    by_cells = _within_by_cells(source, reach)
+    return by_cells if by_cells is not None else _within(source, reach)
 
 
-# ------------------------------------------------------------------------------------------ degradation
 @numba.njit(**_JIT)
-def _flag_counts(flags: np.ndarray, eco: np.ndarray, face: np.ndarray, n_faces: int, n_eco: int,
-                 n_rules: int) -> np.ndarray:
-    out = np.zeros((n_faces, n_eco, 2 + 2 * n_rules), np.int64)
-    f_flat, e_flat, z_flat = flags.ravel(), eco.ravel(), face.ravel()
-    for k in range(f_flat.size):
-        e = e_flat[k]
-        if e < 0:
-            continue
-        z = z_flat[k]
-        fl = f_flat[k]
-        out[z, e, 0] += 1
-        if fl & 0xFF:
-            out[z, e, 1] += 1
-            for r in range(n_rules):
-                out[z, e, 2 + r] += (fl >> r) & 1
-        if fl >> 8:
-            for r in range(n_rules):
-                out[z, e, 2 + n_rules + r] += (fl >> (8 + r)) & 1
+def _within_near(source: np.ndarray, reach: np.ndarray) -> np.ndarray:
+    """``within`` for a radius of at most 16 px: horizontal distances by doubling along each row (uint8), then
+    each output row ORs the rows within the vertical reach, each compared with its horizontal allowance."""
+    rows, cols = source.shape
+    far = reach.size  # horizontal distance cap, <= 128 so uint8 sums do not wrap
+    vertical = reach[0]
+    across = np.zeros(vertical + 1, np.uint8)  # vertical offset -> largest horizontal offset within the bound
+    g = 0
+    for h in range(vertical, -1, -1):
+        while g + 1 < reach.size and reach[g + 1] >= h:
+            g += 1
+        across[h] = g
+    dist = np.empty((rows, cols), np.uint8)
+    a = np.empty(cols, np.uint8)
+    b = np.empty(cols, np.uint8)
+    for i in range(rows):
+        src = source[i]
+        for j in range(cols):
+            a[j] = 0 if src[j] else far
+        step = 1
+        while step < far:
+            n = max(cols - step, 0)
+            b_low, a_high, b_high, a_low = b[:n], a[step:step + n], b[step:step + n], a[:n]
+            s8 = np.uint8(step)
+            for j in range(cols):
+                b[j] = a[j]
+            for j in range(n):
+                b_low[j] = min(b_low[j], a_high[j] + s8)
+            for j in range(n):
+                b_high[j] = min(b_high[j], a_low[j] + s8)
+            a, b = b, a
+            step *= 2
+        d = dist[i]
+        for j in range(cols):
+            d[j] = a[j]
+    out = np.zeros((rows, cols), np.bool_)
+    for i in range(rows):
+        o = out[i]
+        for dy in range(-vertical, vertical + 1):
+            r = i + dy
+            if r < 0 or r >= rows:
+                continue
+            lim = across[abs(dy)]
+            row = dist[r]
+            for j in range(cols):
+                o[j] |= row[j] <= lim
     return out
 
 
-def flag_counts(flags: np.ndarray, eco: np.ndarray, face: np.ndarray, *, n_faces: int, n_eco: int,
-                n_rules: int) -> np.ndarray:
+@numba.njit(**_JIT)
+def _occupied(source: np.ndarray, cell: int) -> np.ndarray:
+    rows, cols = source.shape
+    out = np.zeros(((rows + cell - 1) // cell, (cols + cell - 1) // cell), np.bool_)
+    for i in range(rows):
+        row, cells = source[i], out[i // cell]
+        for c in range(cells.size):
+            if not cells[c]:
+                cells[c] = _row_any(row[c * cell:(c + 1) * cell])
+    return out
+
+
+def _cell_reach(reach: np.ndarray, cell: int) -> np.ndarray:
+    """A reach table over cells of ``cell`` px that holds for every pixel pair of the two cells: pixel offsets
+    between cells (gi, gj) apart are at most ((gi + 1) cell - 1, (gj + 1) cell - 1) px."""
+    out = []
+    for gj in range(reach.size):
+        dx = (gj + 1) * cell - 1
+        gi = (int(reach[dx]) + 1) // cell - 1 if dx < reach.size else -1
+        if gi < 0:
+            break
+        out.append(gi)
+    return np.array(out, np.int64)
+
+
+def _within_by_cells(source: np.ndarray, reach: np.ndarray, max_unsure: float = 0.25) -> np.ndarray | None:
+    """``within`` from cells of reach.size // 4 px: a cell is within for sure when a cell holding a source pixel
+    is close enough for every pixel pair of the two (``_cell_reach``); the other cells get the exact sweeps on
+    a window of each group of them grown by the radius (exact there: every source that can reach them is in
+    the window, or beyond the array as for the whole array). None when over ``max_unsure`` of the cells are
+    unsure (the sweeps over the whole array are then cheaper)."""
+    rows, cols = source.shape
+    cell = reach.size // 4
+    cell_reach = _cell_reach(reach, cell)
+    if not cell_reach.size:
+        return None
+    unsure = ~_within(_occupied(source, cell), cell_reach)
+    if unsure.mean() > max_unsure:
+        return None
+    out = np.repeat(np.repeat(~unsure, cell, axis=0), cell, axis=1)[:rows, :cols]
+    if not unsure.any():
+        return out
+    groups, n, _ = label(unsure, 8)
+    radius = reach.size - 1
+    cell_rows, cell_cols = np.nonzero(groups)
+    order = np.argsort(groups[cell_rows, cell_cols], kind="stable")
+    bounds = np.searchsorted(groups[cell_rows, cell_cols][order], np.arange(1, n + 2))
+    for k in range(n):
+        members = order[bounds[k]:bounds[k + 1]]
+        g0, g1 = cell_rows[members].min(), cell_rows[members].max() + 1
+        h0, h1 = cell_cols[members].min(), cell_cols[members].max() + 1
+        r0, r1, c0, c1 = g0 * cell, min(g1 * cell, rows), h0 * cell, min(h1 * cell, cols)
+        w0, w1, v0, v1 = max(r0 - radius, 0), min(r1 + radius, rows), max(c0 - radius, 0), min(c1 + radius, cols)
+        exact = _within(source[w0:w1, v0:v1], reach)[r0 - w0:r1 - w0, c0 - v0:c1 - v0]
+        mine = np.repeat(np.repeat(groups[g0:g1, h0:h1] == k + 1, cell, axis=0), cell, axis=1)[:r1 - r0, :c1 - c0]
+        out[r0:r1, c0:c1][mine] = exact[mine]
+    return out
+
+
+# ------------------------------------------------------------------------------------------ degradation
+NATURAL_BOTH = 1 << 15  # degradation flag bit: natural (and mapped) in both years; bits r / 8 + r: rule r worse / better
+_KEY_BITS = 12  # flag_counts key: 6 degraded bits, 6 improved bits (at most 6 rules), under the ecosystem
+
+
+@numba.njit(**_JIT)
+def _non_natural(lc: np.ndarray, natural: np.ndarray, first_class: int) -> np.ndarray:
+    out = np.zeros(lc.shape, np.bool_)
+    for i in range(lc.shape[0]):
+        for j in range(lc.shape[1]):
+            c = lc[i, j]
+            out[i, j] = c >= first_class and not natural[c]
+    return out
+
+
+def non_natural(lc: np.ndarray, natural: np.ndarray, *, first_class: int) -> np.ndarray:
+    """Mapped (class index >= first_class) pixels that are not natural: the edge rule's sources."""
+    return _non_natural(np.ascontiguousarray(lc), natural, first_class)
+
+
+@numba.njit(**_JIT)
+def _pair_flags(lc_a, lc_b, table, h0, h1):
+    rows, cols = lc_a.shape[0] - 2 * h0, lc_a.shape[1] - 2 * h1
+    out = np.empty((rows, cols), np.uint16)
+    for i in range(rows):
+        row_a, row_b, res = lc_a[i + h0, h1:h1 + cols], lc_b[i + h0, h1:h1 + cols], out[i]
+        for j in range(cols):
+            res[j] = table[row_a[j], row_b[j]]
+    return out
+
+
+def pair_flags(lc_a: np.ndarray, lc_b: np.ndarray, table: np.ndarray, *, halo: tuple[int, int]) -> np.ndarray:
+    """uint16 ``table[class a, class b]`` of each pixel of the interior of two class-index arrays with a halo of
+    ``halo`` (rows, columns) pixels: the rule bits that depend on the class pair only (degradation)."""
+    _check_below(lc_a, table.shape[0], "class index")
+    _check_below(lc_b, table.shape[1], "class index")
+    return _pair_flags(lc_a, lc_b, np.ascontiguousarray(table, np.uint16), halo[0], halo[1])
+
+
+@numba.njit(**_JIT)
+def _or_change(flags, before, after, bit, mask_before, mask_after):
+    rows, cols = flags.shape
+    for i in range(rows):
+        out, a, b = flags[i], before[i], after[i]
+        for j in range(cols):
+            was, now = np.uint16((a[j] & mask_before) != 0), np.uint16((b[j] & mask_after) != 0)
+            out[j] |= ((now & ~was & 1) << bit) | ((was & ~now & 1) << (bit + 8))
+
+
+def or_change(flags: np.ndarray, before: np.ndarray, after: np.ndarray, bit: int, *, mask: int = 1,
+              negate: bool = False) -> None:
+    """Set bit ``bit`` of ``flags`` where a pixel property turned on between the years and bit ``bit + 8`` where
+    it turned off, in place. The property is ``(x & mask) != 0`` of the uint8 or bool arrays ``before`` and
+    ``after`` (same shape as flags; views are fine); with ``negate``, its absence."""
+    before, after = (np.asarray(x).view(np.uint8) if np.asarray(x).dtype == bool else x for x in (before, after))
+    if negate:  # absence turned on = presence turned off
+        before, after = after, before
+    _or_change(flags, before, after, bit, mask, mask)
+
+
+@numba.njit(**_JIT)
+def _keep_natural_both(flags):
+    rows, cols = flags.shape
+    for i in range(rows):
+        row = flags[i]
+        for j in range(cols):
+            row[j] = row[j] if row[j] & NATURAL_BOTH else 0
+
+
+def keep_natural_both(flags: np.ndarray) -> None:
+    """Clear the flags of pixels without the NATURAL_BOTH bit, in place."""
+    _keep_natural_both(flags)
+
+
+@numba.njit(**_JIT)
+def _flag_histogram(flags, lc_a, eco_of_class, face, face_lo, n_face_range, n_eco):
+    n_keys = n_eco << _KEY_BITS
+    hist = np.zeros(n_face_range * n_keys + 1, np.int64)  # the last bin: pixels not counted
+    dump = n_face_range * n_keys
+    rows, cols = flags.shape
+    for i in range(rows):
+        row, row_a = flags[i], lc_a[i]
+        row_face = face[i] if face.shape[0] > 1 else face[0]
+        for j in range(cols):
+            fl = row[j]
+            f = (row_face[j] - face_lo) if face.shape[0] > 1 else 0
+            key = ((f * n_eco + eco_of_class[row_a[j]]) << _KEY_BITS) | (((fl >> 8) & 63) << 6) | (fl & 63)
+            inside = (fl & NATURAL_BOTH) != 0 and 0 <= f < n_face_range
+            hist[key if inside else dump] += 1
+    return hist[:dump]
+
+
+def flag_counts(flags: np.ndarray, lc_a: np.ndarray, face: np.ndarray | None, *, eco_of_class: np.ndarray,
+                n_faces: int, n_eco: int, n_rules: int) -> np.ndarray:
     """Pixel counts (n_faces, n_eco, 2 + 2 R) of one chunk: natural in both years, degraded by any rule,
     degraded per rule, improved per rule.
 
-    ``flags``: uint16, bit r = degraded by rule r, bit 8 + r = improved; ``eco``: the ecosystem index of pixels
-    natural in both years, -1 elsewhere; ``face``: zone face ids in [0, n_faces)."""
-    return _flag_counts(np.ascontiguousarray(flags), np.ascontiguousarray(eco), np.ascontiguousarray(face),
-                        n_faces, n_eco, n_rules)
+    ``flags``: uint16 with NATURAL_BOTH, bit r = degraded by rule r, bit 8 + r = improved (R <= 6); ``lc_a``:
+    class indices of the earlier year (its ecosystem, ``eco_of_class`` >= 0 on natural classes, keys the
+    count); ``face``: zone face ids in [0, n_faces), or None: every pixel in face 0. One pass counting
+    (face, ecosystem, degraded bits, improved bits) keys, decoded after (a pass per 4 Mi keys of faces)."""
+    if n_rules > 6:
+        raise ValueError(f"at most 6 degradation rules fit the count keys; got {n_rules}")
+    table = np.ascontiguousarray(np.maximum(eco_of_class, 0), np.int64)
+    _check_below(lc_a, table.size, "class index")
+    out = np.zeros((n_faces, n_eco, 2 + 2 * n_rules), np.int64)
+    if face is None:
+        lo, hi, face = 0, 0, np.zeros((1, 1), np.int32)
+    else:
+        lo, hi = _check_below(face, n_faces, "face id")
+    window = max(1, (1 << 22) // (n_eco << _KEY_BITS))
+    bits = (np.arange(64)[:, None] >> np.arange(n_rules)) & 1  # (6-bit field value, rule)
+    for start in range(lo, hi + 1, window):
+        n_range = min(window, hi + 1 - start)
+        hist = _flag_histogram(flags, lc_a, table, face, start, n_range, n_eco).reshape(n_range, n_eco, 64, 64)
+        part = out[start:start + n_range]
+        part[..., 0] = hist.sum(axis=(2, 3))
+        part[..., 1] = hist[..., 1:].sum(axis=(2, 3))
+        part[..., 2:2 + n_rules] = hist.sum(axis=2) @ bits
+        part[..., 2 + n_rules:] = hist.sum(axis=3) @ bits
+    return out
 
 
 # ------------------------------------------------------------------------------------------ connectivity
@@ -574,96 +817,6 @@ def ecosystem_edge_sums(face: np.ndarray, code: np.ndarray, core: np.ndarray, si
     if code.size:
         edge[lo], non_core[lo] = _one_face_edge_sums(code, core, sides, n_codes)
     return edge, non_core
-
-
-RULE_CODES = {"transition": 0, "condition": 1, "edge": 2, "small_patch": 3, "isolation": 4, "external": 5}
-
-
-@numba.njit(**_JIT)
-def _non_natural(lc: np.ndarray, natural: np.ndarray, first_class: int) -> np.ndarray:
-    out = np.zeros(lc.shape, np.bool_)
-    for i in range(lc.shape[0]):
-        for j in range(lc.shape[1]):
-            c = lc[i, j]
-            out[i, j] = c >= first_class and not natural[c]
-    return out
-
-
-def non_natural(lc: np.ndarray, natural: np.ndarray, *, first_class: int) -> np.ndarray:
-    """Mapped (class index >= first_class) pixels that are not natural: the edge rule's sources."""
-    return _non_natural(np.ascontiguousarray(lc), natural, first_class)
-
-
-@numba.njit(**_JIT)
-def _degradation_flags(lc_a, lc_b, small_a, small_b, near_a, near_b, large_near_a, large_near_b, ext_a, ext_b,
-                       has_ext_a, codes, natural, group, condition, ecosystem, transitions, h0, h1):
-    rows, cols = lc_a.shape[0] - 2 * h0, lc_a.shape[1] - 2 * h1
-    out = np.zeros((rows, cols), np.uint16)
-    for i in range(rows):
-        for j in range(cols):
-            ii, jj = i + h0, j + h1
-            ca, cb = lc_a[ii, jj], lc_b[ii, jj]
-            if not (natural[ca] and natural[cb]):
-                continue
-            v = 0
-            for r in range(codes.size):
-                code = codes[r]
-                worse = False
-                better = False
-                if code == 0:
-                    ga, gb = group[ca], group[cb]
-                    if ga >= 0 and gb >= 0:
-                        m = transitions[ga, gb]
-                        worse, better = m < 0, m > 0
-                elif code == 1:
-                    ra, rb = condition[ca], condition[cb]
-                    if ecosystem[ca] == ecosystem[cb] and ra >= 0 and rb >= 0:
-                        worse, better = rb < ra, rb > ra
-                elif code == 2:
-                    a, b = near_a[ii, jj], near_b[ii, jj]
-                    worse, better = b and not a, a and not b
-                elif code == 3:
-                    a, b = small_a[ii, jj], small_b[ii, jj]
-                    worse, better = b and not a, a and not b
-                elif code == 4:
-                    a, b = not large_near_a[ii, jj], not large_near_b[ii, jj]  # far from large patches
-                    worse, better = b and not a, a and not b
-                elif code == 5:
-                    b = ext_b[ii, jj]
-                    if has_ext_a:
-                        a = ext_a[ii, jj]
-                        worse, better = b and not a, a and not b
-                    else:
-                        worse = b
-                if worse:
-                    v |= 1 << r
-                if better:
-                    v |= 1 << (8 + r)
-            out[i, j] = v
-    return out
-
-
-def degradation_flags(lc_a: np.ndarray, lc_b: np.ndarray, *, rules: tuple[str, ...], halo: tuple[int, int],
-                      natural: np.ndarray, group: np.ndarray, condition: np.ndarray, ecosystem: np.ndarray,
-                      transitions: np.ndarray, small: tuple = (None, None), near: tuple = (None, None),
-                      large_near: tuple = (None, None), external: tuple = (None, None)) -> np.ndarray:
-    """Degradation rule bits of the chunk interior: bit r = degraded by rules[r], bit 8 + r = improved, on
-    pixels natural in both years (0 elsewhere); see pipeline/indicators/degradation.py for the rules.
-
-    All 2-D inputs are (year a, year b) pairs with a halo of ``halo`` (rows, columns) pixels: class indices,
-    ``small`` (in a small patch), ``near`` (within the edge depth of non-natural land), ``large_near`` (within
-    the isolation distance of a large patch), ``external`` (the external layer; year a may be None). Only the
-    pairs the rules need must be given."""
-    dummy = np.zeros((1, 1), np.bool_)
-
-    def arr(x):
-        return dummy if x is None else np.ascontiguousarray(x, dtype=np.bool_)
-
-    codes = np.array([RULE_CODES[r] for r in rules], np.int64)
-    return _degradation_flags(np.ascontiguousarray(lc_a), np.ascontiguousarray(lc_b), arr(small[0]), arr(small[1]),
-                              arr(near[0]), arr(near[1]), arr(large_near[0]), arr(large_near[1]), arr(external[0]),
-                              arr(external[1]), external[0] is not None, codes, natural, group, condition, ecosystem,
-                              transitions, halo[0], halo[1])
 
 
 # ------------------------------------------------------------------------------------------ mining

@@ -21,6 +21,7 @@ halo of ceil(bound / pixel size) pixels (never a whole-landscape distance transf
 
 from __future__ import annotations
 
+import functools
 import math
 
 import dask
@@ -58,48 +59,81 @@ def _interior(a: np.ndarray, halo: tuple[int, int]) -> np.ndarray:
     return a[halo[0]:a.shape[0] - halo[0], halo[1]:a.shape[1] - halo[1]]
 
 
+def pair_table(rules: tuple[str, ...], *, natural: np.ndarray, group: np.ndarray, condition: np.ndarray,
+               ecosystem: np.ndarray, transitions: np.ndarray) -> np.ndarray:
+    """uint16 (class a, class b) -> kernels.NATURAL_BOTH and the bits of the rules that depend on the class pair
+    only (transition, condition): bit r degraded by rules[r], bit 8 + r improved; 0 unless both are natural."""
+    both = natural[:, None] & natural[None, :]
+    table = both.astype(np.uint16) * kernels.NATURAL_BOTH
+    if "transition" in rules:
+        ga, gb = group[:, None], group[None, :]
+        change = np.where((ga >= 0) & (gb >= 0), transitions[np.maximum(ga, 0), np.maximum(gb, 0)], 0)
+        table |= _change_bits(change < 0, change > 0, rules.index("transition"))
+    if "condition" in rules:
+        ra, rb = condition[:, None], condition[None, :]
+        ranked = (ecosystem[:, None] == ecosystem[None, :]) & (ra >= 0) & (rb >= 0)
+        table |= _change_bits(ranked & (rb < ra), ranked & (rb > ra), rules.index("condition"))
+    return table * both
+
+
+def _change_bits(worse: np.ndarray, better: np.ndarray, r: int) -> np.ndarray:
+    return (worse.astype(np.uint16) << r) | (better.astype(np.uint16) << (8 + r))
+
+
 def rule_flags(lc_a: np.ndarray, lc_b: np.ndarray, size_a: np.ndarray, size_b: np.ndarray, ext_a: np.ndarray | None,
-               ext_b: np.ndarray | None, *, rules: tuple[str, ...], natural: np.ndarray, group: np.ndarray,
-               condition: np.ndarray, ecosystem: np.ndarray, transitions: np.ndarray, edge_reach: np.ndarray,
-               isolation_reach: np.ndarray, edge_halo: tuple[int, int], isolation_halo: tuple[int, int]) -> np.ndarray:
-    """Per pixel of the block interior: degraded bits (bit r for rules[r]) | improved bits << 8, for pixels
-    natural in both years. ``lc_*`` (class indices) carry a halo of ``edge_halo`` (rows, columns) pixels,
-    ``size_*`` (natural patch size bits SMALL | LARGE) one of ``isolation_halo``, ``ext_*`` none.
-    ``edge_reach`` and ``isolation_reach`` describe the distance bounds in pixels (``kernels.euclidean_reach``)."""
-    near = large_near = small = (None, None)
-    if "edge" in rules:
-        near = tuple(_interior(kernels.within(kernels.non_natural(lc, natural, first_class=FIRST_CLASS), edge_reach),
-                               edge_halo) for lc in (lc_a, lc_b))
-    if "isolation" in rules:
-        large_near = tuple(_interior(kernels.within((size & LARGE) > 0, isolation_reach), isolation_halo)
-                           for size in (size_a, size_b))
+               ext_b: np.ndarray | None, *, rules: tuple[str, ...], pairs: np.ndarray, natural: np.ndarray,
+               edge_reach: np.ndarray, isolation_reach: np.ndarray, edge_halo: tuple[int, int],
+               isolation_halo: tuple[int, int]) -> np.ndarray:
+    """Per pixel of the block interior: kernels.NATURAL_BOTH | degraded bits (bit r for rules[r]) | improved
+    bits << 8, for pixels natural in both years (0 elsewhere). ``lc_*`` (class indices) carry a halo of
+    ``edge_halo`` (rows, columns) pixels, ``size_*`` (natural patch size bits SMALL | LARGE) one of
+    ``isolation_halo``, ``ext_*`` none; ``pairs``: pair_table. ``edge_reach`` and ``isolation_reach``
+    describe the distance bounds in pixels (``kernels.euclidean_reach``)."""
+    flags = kernels.pair_flags(lc_a, lc_b, pairs, halo=edge_halo)
+    if "edge" in rules:  # within the edge depth of mapped non-natural land
+        near = [_interior(kernels.within(kernels.non_natural(lc, natural, first_class=FIRST_CLASS), edge_reach),
+                          edge_halo) for lc in (lc_a, lc_b)]
+        kernels.or_change(flags, *near, rules.index("edge"))
     if "small_patch" in rules:
-        small = tuple((_interior(size, isolation_halo) & SMALL) > 0 for size in (size_a, size_b))
-    return kernels.degradation_flags(
-        _interior(lc_a, edge_halo), _interior(lc_b, edge_halo), rules=rules, halo=(0, 0), natural=natural,
-        group=group, condition=condition, ecosystem=ecosystem, transitions=transitions, small=small, near=near,
-        large_near=large_near, external=(ext_a, ext_b) if "external" in rules else (None, None))
+        kernels.or_change(flags, _interior(size_a, isolation_halo), _interior(size_b, isolation_halo),
+                          rules.index("small_patch"), mask=SMALL)
+    if "isolation" in rules:  # degraded: no longer within the isolation distance of a large patch
+        large_near = [_interior(kernels.within((size & LARGE) > 0, isolation_reach), isolation_halo)
+                      for size in (size_a, size_b)]
+        kernels.or_change(flags, *large_near, rules.index("isolation"), negate=True)
+    if "external" in rules:  # year a unobserved: flagged in year b is degraded
+        kernels.or_change(flags, ext_a if ext_a is not None else np.zeros_like(ext_b), ext_b, rules.index("external"))
+    kernels.keep_natural_both(flags)
+    return flags
 
 
-def _flags_block(*arrays: np.ndarray, has_external: tuple[bool, bool], **kw) -> np.ndarray:
-    lc_a, lc_b, size_a, size_b, *ext = arrays
+def _period_block(lc_a: np.ndarray, lc_b: np.ndarray, size_a: np.ndarray, size_b: np.ndarray, *rest: np.ndarray,
+                  has_external: tuple[bool, bool], n_faces: tuple, ecosystem: np.ndarray, pieces_min_px: int | None,
+                  **flag_kw) -> tuple[list[np.ndarray], dict]:
+    """One chunk: its rule flags (rule_flags; the inputs with their halos, then the external layers present,
+    then the zone faces), per zone layer (n_faces, n_eco, 2 + 2 R) counts (natural both, any degraded,
+    degraded per rule, improved per rule), and the chunk's degraded-patch summary (blocks.block_stats, pixels
+    per rule as values) with the outlines of patches that may reach ``pieces_min_px`` pixels (None: no
+    polygons)."""
+    n_ext = sum(has_external)
+    ext, faces = list(rest[:n_ext]), rest[n_ext:]
     ext_a = ext.pop(0) if has_external[0] else None
     ext_b = ext.pop(0) if has_external[1] else None
-    return rule_flags(lc_a, lc_b, size_a, size_b, ext_a, ext_b, **kw)
-
-
-def _period_block(flags: np.ndarray, lc_a: np.ndarray, lc_b: np.ndarray, *faces: np.ndarray, n_faces: tuple,
-                  n_rules: int, natural: np.ndarray, ecosystem: np.ndarray,
-                  pieces_min_px: int | None) -> tuple[list[np.ndarray], dict]:
-    """One chunk, one pass over the flags: per zone layer (n_faces, n_eco, 2 + 2 R) counts (natural both, any
-    degraded, degraded per rule, improved per rule), and the chunk's degraded-patch summary (blocks.block_stats,
-    pixels per rule as values) with the outlines of patches that may reach ``pieces_min_px`` pixels (None: no
-    polygons)."""
-    both = natural[lc_a] & natural[lc_b]
-    eco = np.where(both, ecosystem[lc_a], -1).astype(np.int8)
-    counts = [kernels.flag_counts(flags, eco, face, n_faces=nf, n_eco=len(ECOSYSTEMS), n_rules=n_rules)
-              for face, nf in zip(faces, n_faces, strict=True)]
-    degraded = (flags & 0xFF).astype(np.uint8)
+    flags = rule_flags(lc_a, lc_b, size_a, size_b, ext_a, ext_b, **flag_kw)
+    n_rules = len(flag_kw["rules"])
+    count = functools.partial(kernels.flag_counts, flags, _interior(lc_a, flag_kw["edge_halo"]),
+                              eco_of_class=ecosystem, n_eco=len(ECOSYSTEMS), n_rules=n_rules)
+    whole_chunk = None  # the counts of a chunk inside one face, shared by the layers where it is
+    counts = []
+    for face, nf in zip(faces, n_faces, strict=True):
+        lo, hi = kernels.value_range(face) if face.size else (0, 0)
+        if lo == hi and 0 <= lo < nf:
+            whole_chunk = count(None, n_faces=1)[0] if whole_chunk is None else whole_chunk
+            counts.append(np.zeros((nf, *whole_chunk.shape), np.int64))
+            counts[-1][lo] = whole_chunk
+        else:
+            counts.append(count(face, n_faces=nf))
+    degraded = (flags & 0x3F).astype(np.uint8)  # the degraded bits of at most 6 rules
     stats = blocks.block_stats(degraded, degraded, neighbourhood=8, n_values=n_rules, value_bits=True,
                                pieces_min_px=pieces_min_px)
     return counts, stats
@@ -125,6 +159,8 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
     lc = stack.data.rechunk((len(years), *chunks))
     matrix = ctx.legend.config.transition_matrix()
     transitions = np.array([[matrix[a][b] for b in GROUPS] for a in GROUPS], dtype=np.int8)
+    pairs = pair_table(rules, natural=legend.natural, group=legend.group, condition=legend.condition,
+                       ecosystem=legend.ecosystem, transitions=transitions)
     patch_sizes = _patch_sizes(lc, years, cfg, ctx) if {"small_patch", "isolation"} & set(rules) else {}
     external = ctx.rasters.get(f"degradation:{cfg.external.name}") if cfg.external else None
     edge_reach = kernels.euclidean_reach(cfg.edge_depth_m, grid.resolution_m)
@@ -143,15 +179,11 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
         if "external" in rules:
             has_external = (bool(external[0][ia]), True)
             inputs += [(external[1][i].rechunk(chunks), (0, 0)) for i, keep in ((ia, has_external[0]), (ib, True)) if keep]
-        haloed = [_haloed(a.rechunk(chunks), halo) for a, halo in inputs]
-        flags = da.map_blocks(  # map_blocks matches blocks by index, so each input can have its own halo
-            _flags_block, *haloed, has_external=has_external, rules=rules, natural=legend.natural, group=legend.group,
-            condition=legend.condition, ecosystem=legend.ecosystem, transitions=transitions, edge_reach=edge_reach,
-            isolation_reach=isolation_reach, edge_halo=edge_halo, isolation_halo=size_halo, dtype=np.uint16,
-            chunks=chunks,
-        )
-        counts, patches = _count(flags, lc[ia], lc[ib], ctx, n_rules=len(rules))
-        del flags, haloed, sizes, inputs  # the patch polygons below come without the natural patches of years
+        haloed = [_haloed(a.rechunk(chunks), halo) for a, halo in inputs]  # each input with the halo its rule needs
+        counts, patches = _count(haloed, chunks, ctx, has_external=has_external, rules=rules, pairs=pairs,
+                                 natural=legend.natural, edge_reach=edge_reach, isolation_reach=isolation_reach,
+                                 edge_halo=edge_halo, isolation_halo=size_halo)
+        del haloed, sizes, inputs  # the patch polygons below come without the natural patches of years
         later = {year for period in periods[p + 1:] for year in period}  # that no later period needs
         patch_sizes = {year: sizes_of_year for year, sizes_of_year in patch_sizes.items() if year in later}
         rows += _rows(counts, ctx, rules, year_from, year_to)
@@ -179,26 +211,21 @@ def _patch_sizes(lc: da.Array, years: list[int], cfg: DegradationConfig, ctx: Co
     return out
 
 
-def _count(flags: da.Array, lc_a: da.Array, lc_b: da.Array, ctx: Context, *,
-           n_rules: int) -> tuple[list[np.ndarray], blocks.Patches]:
-    """Counts per zone layer (summed over chunks) and the degraded patches, from one pass over the flags,
-    computed ``BATCH_ROWS`` rows of chunks at a time (the halo rows of a batch are read again by the next one;
-    one compute over every chunk let dask hold the inputs of many chunks at once: 4 GB at 576 Mpx).
+def _count(haloed: list[da.Array], chunks: tuple, ctx: Context, **flag_kw) -> tuple[list[np.ndarray], blocks.Patches]:
+    """Counts per zone layer (summed over chunks) and the degraded patches, from one pass over the haloed
+    inputs of ``_period_block`` (chunks ``chunks`` before their halos) (flags made and used in the same task), computed ``BATCH_ROWS`` rows of chunks
+    at a time (the halo rows of a batch are read again by the next one; one compute over every chunk let dask
+    hold the inputs of many chunks at once: 4 GB at 576 Mpx).
 
     With ``ctx.features``, the chunk summaries trace the outlines of the patches that may reach MIN_PATCH_HA,
     so the patch polygons do not recompute the flags."""
-    chunks = flags.chunks
-    flag_blocks = flags.to_delayed().ravel()
-    a_blocks = lc_a.rechunk(chunks).to_delayed().ravel()
-    b_blocks = lc_b.rechunk(chunks).to_delayed().ravel()
+    in_blocks = [a.to_delayed().ravel() for a in haloed]
+    nby, nbx = haloed[0].numblocks
     faces = [ctx.face_ids[z.name].rechunk(chunks).to_delayed().ravel() for z in ctx.zones]
-    n_faces = tuple(z.n_faces for z in ctx.zones)
     pieces_min_px = max(MIN_PATCH_HA / ctx.grid.pixel_area_ha, 1) if ctx.features else None
     parts = [dask.delayed(_period_block, pure=True, nout=2)(
-        flag_blocks[i], a_blocks[i], b_blocks[i], *(f[i] for f in faces), n_faces=n_faces, n_rules=n_rules,
-        natural=ctx.legend.natural, ecosystem=np.maximum(ctx.legend.ecosystem, 0), pieces_min_px=pieces_min_px)
-        for i in range(len(flag_blocks))]
-    nby, nbx = flags.numblocks
+        *(b[i] for b in in_blocks), *(f[i] for f in faces), n_faces=tuple(z.n_faces for z in ctx.zones),
+        ecosystem=ctx.legend.ecosystem, pieces_min_px=pieces_min_px, **flag_kw) for i in range(nby * nbx)]
     counts, stats = None, []
     step = BATCH_ROWS * nbx  # a few rows of chunks per compute: memory stays bounded by the rows, not the landscape
     for start in range(0, len(parts), step):
@@ -209,7 +236,7 @@ def _count(flags: da.Array, lc_a: da.Array, lc_b: da.Array, ctx: Context, *,
     grid_stats = np.empty((nby, nbx), object)
     for i, s in enumerate(stats):
         grid_stats.flat[i] = s
-    return counts, blocks.patches_from_stats(grid_stats, chunks[-2:], neighbourhood=8)
+    return counts, blocks.patches_from_stats(grid_stats, chunks, neighbourhood=8)
 
 
 def _rows(counts: list[np.ndarray], ctx: Context, rules: tuple[str, ...], year_from: int, year_to: int) -> list[dict]:

@@ -114,6 +114,25 @@ def test_within_equals_euclidean_distance_transform(bound_m, resolution_m):
             np.testing.assert_array_equal(got, want)
 
 
+def test_within_large_bound_equals_euclidean_distance_transform():
+    """A 1,000 m bound at 10 m (radius 100 px), against scipy, including near the array border: dense sources
+    are answered from cells (all within for sure, or the sweeps on windows around the unsure cells), sparse
+    ones from the sweeps over the whole array; every path is taken."""
+    reach = kernels.euclidean_reach(1000, 10)
+    rng = np.random.default_rng(7)  # its own generator: which path is taken must not hang on earlier tests
+    paths = set()
+    for shape in ((310, 260), (520, 470)):
+        for density in (0.0, 0.00002, 0.0003, 0.003, 0.05):
+            coarse = rng.random((shape[0] // 10 + 1, shape[1] // 10 + 1)) < density * 60  # clustered sources too
+            for source in (rng.random(shape) < density, np.kron(coarse, np.ones((10, 10), bool))[:shape[0], :shape[1]]):
+                want = (ndimage.distance_transform_edt(~source, sampling=10) <= 1000 + 1e-9 if source.any()
+                        else np.zeros(shape, bool))
+                np.testing.assert_array_equal(kernels.within(source, reach), want)
+                by_cells = kernels._within_by_cells(source, reach)
+                paths.add("sweeps" if by_cells is None else "cells" if by_cells.all() else "windows")
+    assert paths == {"sweeps", "cells", "windows"}
+
+
 @pytest.mark.parametrize("depth", [0, 1, 3, 10])
 def test_within_equals_taxicab_distance_transform(depth):
     for shape in SHAPES:
@@ -273,3 +292,48 @@ def test_nonzero_bounds_equal_numpy():
         rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
         expected = (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1) if mask.any() else (0, 0, 0, 0)
         assert kernels.nonzero_bounds(mask) == expected
+
+
+@pytest.mark.parametrize("n_faces", [1, 400])  # 400 faces: three passes of at most 170 faces each
+def test_flag_counts_equal_numpy(n_faces):
+    """Counts of natural-both, any-degraded, per-rule degraded and improved pixels per (face, ecosystem) from the
+    (face, ecosystem, bits) key histogram, against numpy sums over the pixels."""
+    n_rules, n_eco, shape = 5, 6, (60, 70)
+    eco_of_class = np.array([-1, -1, 0, 1, 2, 3, 4, 5], np.int8)
+    lc_a = RNG.integers(0, eco_of_class.size, shape).astype(np.uint8)
+    flags = (RNG.integers(0, 1 << n_rules, shape) | (RNG.integers(0, 1 << n_rules, shape) << 8)).astype(np.uint16)
+    flags |= np.where(RNG.random(shape) < 0.7, kernels.NATURAL_BOTH, 0).astype(np.uint16)
+    face = RNG.integers(0, n_faces, shape).astype(np.int32)
+    got = kernels.flag_counts(flags, lc_a, face, eco_of_class=eco_of_class, n_faces=n_faces, n_eco=n_eco, n_rules=n_rules)
+    want = np.zeros_like(got)
+    both = (flags & kernels.NATURAL_BOTH) > 0
+    for f, e, fl in zip(face[both], np.maximum(eco_of_class, 0)[lc_a][both], flags[both], strict=True):
+        want[f, e, 0] += 1
+        want[f, e, 1] += (fl & 0xFF) > 0
+        want[f, e, 2:2 + n_rules] += (fl >> np.arange(n_rules)) & 1
+        want[f, e, 2 + n_rules:] += (fl >> (8 + np.arange(n_rules))) & 1
+    np.testing.assert_array_equal(got, want)
+    whole = kernels.flag_counts(flags, lc_a, None, eco_of_class=eco_of_class, n_faces=1, n_eco=n_eco, n_rules=n_rules)
+    np.testing.assert_array_equal(whole[0], want.sum(axis=0))
+
+
+@pytest.mark.parametrize("neighbourhood", [4, 8])
+def test_run_regions_equal_label_of_kept_image(neighbourhood):
+    """The 4-connected regions of the kept labels, joined run to run, are scipy's 4-connected labels of the
+    kept pixels (same numbering), each region's first run starting at its first pixel."""
+    for density in (0.3, 0.6):
+        mask = RNG.random((45, 61)) < density
+        n, count, _, runs = kernels.component_runs(mask, neighbourhood)
+        keep = count >= 3
+        keep[0] = False
+        image = kernels.runs_image(mask.shape, runs)
+        want, n_want = ndimage.label(keep[image])
+        got_n, region, first_run = kernels.run_regions(runs, keep)
+        assert got_n == n_want
+        row_first, start, end, run_label = runs
+        got = np.zeros(mask.shape, np.int32)
+        kernels.paint_runs(got, (0, 0), (row_first, start, end, np.arange(start.size)), region)
+        np.testing.assert_array_equal(got, want)
+        rows = np.searchsorted(row_first, first_run, side="right") - 1
+        ids, first = np.unique(want.ravel(), return_index=True)
+        np.testing.assert_array_equal(rows * mask.shape[1] + start[first_run], first[ids > 0])
