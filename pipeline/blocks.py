@@ -140,9 +140,10 @@ class Patches:
 
         Notes
         -----
-        Each chunk is vectorised in pixel coordinates (integers, so exact), the pieces of each patch are
-        unioned, and ``transform`` is applied once at the end: a vertex gets the same map coordinates
-        whatever the chunking. The chunks' outlines come from the labelling pass when it traced them
+        Each chunk is vectorised in pixel coordinates (integers, so exact) and each vertex put through
+        ``transform`` by the same arithmetic, so a vertex gets the same map coordinates whatever the chunking;
+        the pieces of each patch are then unioned (a rotated grid: unioned in pixel coordinates and moved
+        after). The chunks' outlines come from the labelling pass when it traced them
         (``pieces_min_px`` at most the smallest kept patch), else from a pass relabelling the mask.
         Memory: one chunk per worker plus the geometries of the kept patches.
         """
@@ -153,16 +154,21 @@ class Patches:
         if keep.shape != (self.n_patches + 1,):
             raise ValueError(f"keep must have shape ({self.n_patches + 1},) as a bool mask; got {keep.shape}")
         origin = tuple(np.cumsum((0, *c))[:-1] for c in self._chunks)
+        matrix = (transform.a, -transform.b, transform.d, -transform.e, transform.c, transform.f)
+        # a north-up grid keeps seams axis-parallel in map coordinates, so the pieces go there at once and the
+        # unions along seams stay exact; a rotated one is unioned in pixel coordinates and moved after
+        rectilinear = transform.b == 0 and transform.d == 0
+        piece_matrix, final_matrix = (matrix, None) if rectilinear else ((1.0, 0.0, 0.0, 1.0, 0.0, 0.0), matrix)
         traced = self._pieces is not None and bool((self.pixel_count[1:][keep[1:]] >= self.pieces_min_px).all())
         if traced:
             nby, nbx = (len(c) for c in self._chunks)
             chunk_pieces = dask.compute(*[_opaque_task(
                 _kept_pieces, self._pieces[b], _block_lookup(self._lookup, self._offsets, nbx, divmod(b, nbx)), keep,
-                (int(origin[0][b // nbx]), int(origin[1][b % nbx]))) for b in range(nby * nbx)])
+                (int(origin[0][b // nbx]), int(origin[1][b % nbx])), piece_matrix) for b in range(nby * nbx)])
         else:
             chunk_pieces = dask.compute(da.map_blocks(
                 _block_shapes, self._lazy_mask(), keep=dask.delayed(keep, pure=True), **self._task_kwargs(),
-                origin=origin, dtype=object, meta=np.empty((0, 0), object),
+                origin=origin, matrix=piece_matrix, dtype=object, meta=np.empty((0, 0), object),
                 chunks=tuple((1,) * len(c) for c in self._chunks)))[0].ravel()
         by_id: dict[int, list[shapely.Geometry]] = defaultdict(list)
         n_chunks: dict[int, int] = defaultdict(int)  # chunks a patch has pieces in
@@ -171,14 +177,13 @@ class Patches:
                 n_chunks[pid] += 1
             for pid, geom in block:
                 by_id[pid].append(geom)
-        matrix = (transform.a, -transform.b, transform.d, -transform.e, transform.c, transform.f)
         ids = sorted(by_id)
         batches = [ids[i:i + POLYGON_BATCH] for i in range(0, len(ids), POLYGON_BATCH)]
         out: dict[int, shapely.Geometry] = {}
         for start in range(0, len(batches), POLYGON_GROUP):  # pieces are let go as their patches are finished
             group = batches[start:start + POLYGON_GROUP]
             done = dask.compute(*[_opaque_task(
-                _finish_polygons, [by_id.pop(pid) for pid in batch], [n_chunks[pid] > 1 for pid in batch], matrix)
+                _finish_polygons, [by_id.pop(pid) for pid in batch], [n_chunks[pid] > 1 for pid in batch], final_matrix)
                 for batch in group])
             out.update((pid, geom) for batch, geoms in zip(group, done, strict=True)
                        for pid, geom in zip(batch, geoms, strict=True))
@@ -192,29 +197,31 @@ def _opaque_task(func: Callable, *args: object) -> Delayed:
 
 
 def _finish_polygons(pieces: list[list[shapely.Geometry]], across_chunks: list[bool],
-                     matrix: tuple[float, ...]) -> list[shapely.Geometry]:
-    """Each patch's pieces (whole-array pixel coordinates) joined, put in map coordinates by the affine
-    ``matrix`` (as ``shapely.affinity.affine_transform``) and normalised.
+                     matrix: tuple[float, ...] | None) -> list[shapely.Geometry]:
+    """Each patch's pieces joined, put in map coordinates by the affine ``matrix`` (as
+    ``shapely.affinity.affine_transform``; None: they are in map coordinates already) and normalised.
 
     Pieces from different chunks share edges along the chunk seams: they are unioned and simplified with
     tolerance 0 (dropping the collinear vertices left on the seams). Pieces of one chunk are the 4-connected
     regions of the patch (kernels.outlines), which touch at most at corners, with a vertex only where the boundary turns:
     they are the parts of the patch as they are, and normalising gives the geometry the union would."""
-    a, b, d, e, xoff, yoff = matrix
-
-    def to_map(coords: np.ndarray) -> np.ndarray:  # the arithmetic of shapely.affinity.affine_transform, 2-D
-        x, y = coords.T
-        return np.stack([a * x + b * y + xoff, d * x + e * y + yoff]).T
-
     joined = np.empty(len(pieces), dtype=object)
-    joined[:] = [p[0] if len(p) == 1 else None if across else shapely.multipolygons(p)
-                 for p, across in zip(pieces, across_chunks, strict=True)]
+    joined[:] = [p[0] if len(p) == 1 else None for p in pieces]
+    parts = [(i, p) for i, (p, across) in enumerate(zip(pieces, across_chunks, strict=True)) if len(p) > 1 and not across]
+    if parts:  # every patch of several pieces in one chunk, in one call
+        flat = [geom for _, p in parts for geom in p]
+        owner = np.repeat(np.arange(len(parts)), [len(p) for _, p in parts])
+        joined[[i for i, _ in parts]] = shapely.multipolygons(flat, indices=owner)
     seams = np.flatnonzero(across_chunks)
     if seams.size:
         unions = np.empty(seams.size, dtype=object)
         unions[:] = [shapely.union_all(pieces[i]) for i in seams]
         joined[seams] = shapely.simplify(unions, 0)
-    return list(shapely.normalize(shapely.transform(joined, to_map)))
+    if matrix is not None:
+        a, b, d, e, xoff, yoff = matrix
+        joined = shapely.transform(joined, lambda xy: np.stack([a * xy[:, 0] + b * xy[:, 1] + xoff,
+                                                                d * xy[:, 0] + e * xy[:, 1] + yoff], axis=1))
+    return list(shapely.normalize(joined))
 
 
 def label_patches(mask: da.Array, *, neighbourhood: int = 8, values: da.Array | None = None,
@@ -560,23 +567,28 @@ def _outline_pieces(runs: tuple, shape: tuple[int, int], keep: np.ndarray, origi
     return Pieces(run_label[first_run], corners, ring_offsets, polygon_offsets)
 
 
-def _kept_pieces(pieces: Pieces, lut: np.ndarray, keep: np.ndarray, origin: tuple[int, int]) -> list[tuple[int, shapely.Geometry]]:
-    """(patch id, polygon) of the kept patches' pieces of one chunk, in whole-array (column, -row) pixel
-    coordinates (integers, so exact: the same vertices whatever the chunking); ``lut``: global id per local label."""
+def _kept_pieces(pieces: Pieces, lut: np.ndarray, keep: np.ndarray, origin: tuple[int, int],
+                 matrix: tuple[float, ...]) -> list[tuple[int, shapely.Geometry]]:
+    """(patch id, polygon) of the kept patches' pieces of one chunk in map coordinates: whole-array (column,
+    -row) pixel corners (integers, exact) put through the affine ``matrix`` (as
+    ``shapely.affinity.affine_transform``), so a vertex gets the same coordinates whatever the chunking;
+    ``lut``: global id per local label."""
     patch = lut[pieces.local]
     chosen = keep[patch]
     if not chosen.any():
         return []
     row0, col0 = origin
-    xy = pieces.corners.astype(np.float64)
-    xy[:, 0] += col0
-    xy[:, 1] = -(xy[:, 1] + row0)
+    x = pieces.corners[:, 0].astype(np.float64) + col0
+    y = -(pieces.corners[:, 1].astype(np.float64) + row0)
+    a, b, d, e, xoff, yoff = matrix
+    xy = np.stack([a * x + b * y + xoff, d * x + e * y + yoff], axis=1)
     polygons = shapely.from_ragged_array(shapely.GeometryType.POLYGON, xy, (pieces.ring_offsets, pieces.polygon_offsets))
     return list(zip(patch[chosen].tolist(), polygons[chosen], strict=True))
 
 
-def _block_shapes(block: np.ndarray, *, neighbourhood: int, lookup: np.ndarray, offsets: np.ndarray,
-                  nbx: int, keep: np.ndarray, origin: tuple[np.ndarray, np.ndarray], block_id: tuple[int, int]) -> np.ndarray:
+def _block_shapes(block: np.ndarray, *, neighbourhood: int, lookup: np.ndarray, offsets: np.ndarray, nbx: int,
+                  keep: np.ndarray, origin: tuple[np.ndarray, np.ndarray], matrix: tuple[float, ...],
+                  block_id: tuple[int, int]) -> np.ndarray:
     """(patch id, polygon) of the kept patches' pieces in one chunk, relabelled from the mask (_kept_pieces)."""
     lut = _block_lookup(lookup, offsets, nbx, block_id)
     keep_local = keep[lut]
@@ -586,7 +598,7 @@ def _block_shapes(block: np.ndarray, *, neighbourhood: int, lookup: np.ndarray, 
     r0, r1, c0, c1 = kernels.nonzero_bounds(block)
     pieces = _outline_pieces(kernels.component_runs(block[r0:r1, c0:c1], neighbourhood)[3], (r1 - r0, c1 - c0), keep_local,
                              (r0, c0))
-    return _cell(_kept_pieces(pieces, lut, keep, tuple(int(o[k]) for o, k in zip(origin, block_id, strict=True))))
+    return _cell(_kept_pieces(pieces, lut, keep, tuple(int(o[k]) for o, k in zip(origin, block_id, strict=True)), matrix))
 
 
 def zones_touched_many(geoms: list[shapely.Geometry], layer: ZoneLayer) -> list[str]:

@@ -265,7 +265,9 @@ def _align_landcover(prep: Prepared, staging: outputs.Staging, progress, client=
     lut = legend.lookup_table(dtype, outside_code=outside_code)
     layers = list(codes) if codes is not None else [
         local.lazy_raster(p, shape=grid.shape, chunks=grid.chunks, dtype=dtype.name) for p in graph.tiled]
-    classes = da.stack([layer.map_blocks(_classify, lut=lut, dtype=lut.dtype) for layer in layers]).rechunk({0: -1})
+    # one year per chunk: a step that takes one year reads only that year; steps that need every year of a
+    # chunk at once (conversion counts, mining) merge them themselves
+    classes = da.stack([layer.map_blocks(_classify, lut=lut, dtype=lut.dtype) for layer in layers])
     stack_xr = xr.DataArray(classes, dims=("year", "y", "x"), coords={"year": years}, name="class_index")
     face_ids = {name: f.astype(np.int32) for name, f in face_ids.items()}
     resampling = {y: align.choose_resampling(config.grid.resampling, grid, b) for y, b in zip(years, bands, strict=True)}

@@ -59,7 +59,7 @@ def period_counts(stack: da.Array, face_ids: list[da.Array], *, pairs: list[tupl
     One task per chunk, then a pairwise tree of additions: memory is bounded by the chunk size and the
     size of the count arrays, never by the landscape.
     """
-    lc_blocks = stack.to_delayed()[0].ravel()
+    lc_blocks = stack.rechunk({0: -1}).to_delayed()[0].ravel()  # every year of a chunk in one task
     face_blocks = [f.rechunk(stack.chunks[1:]).to_delayed().ravel() for f in face_ids]
     partial = [
         dask.delayed(_block_counts, pure=True)(lc, *(fb[i] for fb in face_blocks), pairs=tuple(pairs),

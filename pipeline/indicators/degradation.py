@@ -156,7 +156,7 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
     edge_px, isolation_px = rule_halos(cfg, grid.resolution_m)
     edge_halo, isolation_halo = (tuple(min(px, n) for n in grid.shape) for px in (edge_px, isolation_px))
     chunks = blocks.halo_chunks(grid.chunks, tuple(max(a, b) for a, b in zip(edge_halo, isolation_halo, strict=True)))
-    lc = stack.data.rechunk((len(years), *chunks))
+    lc = stack.data.rechunk((1, *chunks))  # one year per chunk: lc[i] reads year i only
     matrix = ctx.legend.config.transition_matrix()
     transitions = np.array([[matrix[a][b] for b in GROUPS] for a in GROUPS], dtype=np.int8)
     pairs = pair_table(rules, natural=legend.natural, group=legend.group, condition=legend.condition,
