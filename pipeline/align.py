@@ -28,6 +28,7 @@ from pyproj import CRS, Transformer
 from rasterio.features import geometry_mask
 from rasterio.windows import Window
 
+from pipeline import kernels
 from pipeline.errors import LegendError
 from pipeline.grid import LandscapeGrid, Tile
 from pipeline.sources.local import RasterBand, read_window
@@ -276,7 +277,7 @@ def code_histogram(stack: da.Array, *, size: int) -> da.Array:
     """Pixel count per code and year -> (n_years, size) int64, summed chunk by chunk."""
 
     def _counts(block: np.ndarray) -> np.ndarray:
-        counts = np.stack([np.bincount(layer.ravel(), minlength=size) for layer in block])
+        counts = np.stack([kernels.value_counts(layer, size) for layer in block])
         return counts[:, np.newaxis, np.newaxis, :]
 
     per_block = stack.map_blocks(

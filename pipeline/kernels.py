@@ -970,6 +970,16 @@ def _value_counts(values: np.ndarray, n: int) -> np.ndarray:
     return banks.sum(axis=0)
 
 
+def value_counts(values: np.ndarray, size: int) -> np.ndarray:
+    """Pixels of each value in [0, size) of a non-negative integer array: int64 (size,), as ``np.bincount``
+    without its int64 copy of the input (~5x faster on uint8 chunks)."""
+    if values.dtype.kind not in "ui":
+        raise ValueError(f"value_counts needs integers; got {values.dtype}")
+    if values.dtype.kind == "i" or np.iinfo(values.dtype).max >= size:  # else every value fits the table
+        _check_below(values, size, "value")
+    return _value_counts(np.ascontiguousarray(values), size)
+
+
 def label_face_counts(lab: np.ndarray, face: np.ndarray, *, n_labels: int, n_faces: int) -> np.ndarray:
     """Pixels of each label (1..n_labels) in each face (0..n_faces - 1): int64 (n_labels + 1, n_faces), row 0
     (background) zero. Memory is the table, so callers keep n_labels x n_faces near the chunk size."""
@@ -979,7 +989,7 @@ def label_face_counts(lab: np.ndarray, face: np.ndarray, *, n_labels: int, n_fac
         return _label_face_counts(lab, face, n_labels, n_faces)
     out = np.zeros((n_labels + 1, n_faces), np.int64)  # the chunk lies in one face (most chunks)
     if lab.size:
-        out[1:, lo] = _value_counts(np.ascontiguousarray(lab), n_labels + 1)[1:]
+        out[1:, lo] = _value_counts(np.ascontiguousarray(lab), n_labels + 1)[1:]  # checked above
     return out
 
 

@@ -269,7 +269,6 @@ def _align_landcover(prep: Prepared, staging: outputs.Staging, progress, client=
     # chunk at once (conversion counts, mining) merge them themselves
     classes = da.stack([layer.map_blocks(_classify, lut=lut, dtype=lut.dtype) for layer in layers])
     stack_xr = xr.DataArray(classes, dims=("year", "y", "x"), coords={"year": years}, name="class_index")
-    face_ids = {name: f.astype(np.int32) for name, f in face_ids.items()}
     resampling = {y: align.choose_resampling(config.grid.resampling, grid, b) for y, b in zip(years, bands, strict=True)}
     return stack_xr, face_ids, inside_px, graph.tiled, resampling, outside_code
 

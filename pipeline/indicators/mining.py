@@ -217,8 +217,8 @@ def compute(stack: xr.DataArray | None, ctx: Context) -> IndicatorResult:
     flags = da.map_blocks(_flags_block, *arrays, has_landcover=lc_is_source, n_layers=len(layers),
                           mining_table=legend.mining, observed=observed, k=cfg.min_persistence_years,
                           dtype=np.uint8, chunks=((len(years),), *grid.chunks))
-    masks = [_tile_shapes(ctx, geom) for geom in (_riparian_zone(ctx, cfg), _dissolved(ctx, "mining_rights"),
-                                                  _dissolved(ctx, "surface_rights"))]
+    masks = [_tile_shapes(ctx, polygons) for polygons in (_riparian_zone(ctx, cfg), _dissolved(ctx, "mining_rights"),
+                                                          _dissolved(ctx, "surface_rights"))]
     counts, site_summaries = _count(flags, lc, masks, ctx, n_sources=len(names), pairs=pairs,
                                     eco_of_class=eco_of_class, footprint_bits=footprint_bits)
     site_frames, site_values = mining_sites.sites(site_summaries, flags.chunks[1:], ctx, cfg,
@@ -270,22 +270,26 @@ def _sources(stack, ctx: Context, cfg: MiningConfig) -> tuple[list[str], np.ndar
     return names, np.array(observed, bool).reshape(len(names), len(years)), layers, rasters, bits
 
 
-def _riparian_zone(ctx: Context, cfg: MiningConfig) -> shapely.Geometry | None:
+def _riparian_zone(ctx: Context, cfg: MiningConfig) -> list[shapely.Geometry]:
+    """The riparian zone as the buffer of each river line, not dissolved: rasterised together they burn the
+    pixels their union would (a pixel centre inside any buffer), without a landscape-wide union (1.6 s at
+    144 Mpx, one thread)."""
     rivers = ctx.vectors.get("rivers")
     if rivers is None or rivers.empty:
-        return None
-    return shapely.union_all(rivers.geometry.buffer(cfg.riparian_buffer_m, quad_segs=BUFFER_QUAD_SEGS).to_numpy())
+        return []
+    return list(rivers.geometry.buffer(cfg.riparian_buffer_m, quad_segs=BUFFER_QUAD_SEGS).to_numpy())
 
 
-def _dissolved(ctx: Context, key: str) -> shapely.Geometry | None:
+def _dissolved(ctx: Context, key: str) -> list[shapely.Geometry]:
+    """The polygons of a vector layer dissolved into one, as its parts."""
     frame = ctx.vectors.get(key)
-    return shapely.union_all(frame.geometry.to_numpy()) if frame is not None and len(frame) else None
+    return list(shapely.get_parts(shapely.union_all(frame.geometry.to_numpy()))) if frame is not None and len(frame) else []
 
 
-def _tile_shapes(ctx: Context, geom: shapely.Geometry | None) -> list[tuple[shapely.Geometry, ...]]:
-    """Per chunk (row-major), the pieces of a dissolved polygon inside it (a riparian zone spans the landscape:
+def _tile_shapes(ctx: Context, polygons: list[shapely.Geometry]) -> list[tuple[shapely.Geometry, ...]]:
+    """Per chunk (row-major), the pieces of the polygons inside it (a riparian zone spans the landscape:
     ``LandscapeGrid.tile_pieces``), rasterised by _count_block where mining is."""
-    parts = [] if geom is None else [p for p in shapely.get_parts(geom) if not p.is_empty]
+    parts = [p for p in polygons if not p.is_empty]
     return [tuple(piece for _, piece in pieces) for _, pieces in ctx.grid.tile_pieces(parts)]
 
 

@@ -143,7 +143,7 @@ def test_within_equals_taxicab_distance_transform(depth):
         np.testing.assert_array_equal(kernels.within(source, np.arange(depth, -1, -1)), want)
 
 
-def test_zones_touched_many_equals_zones_touched():
+def test_zones_touched_many_equals_zones_touched(monkeypatch):
     """Overlapping zones, a geometry across two zones, one inside one zone, one outside all."""
     zones = (shapely.box(0, 0, 10, 10), shapely.box(5, 0, 20, 10), shapely.box(30, 30, 40, 40))
     layer = ZoneLayer("z", ("a", "b", "c"), zones, zones, np.zeros((4, 3), bool))
@@ -151,6 +151,8 @@ def test_zones_touched_many_equals_zones_touched():
              shapely.box(29, 29, 31, 31), shapely.box(9, 1, 19, 2)]
     assert blocks.zones_touched_many(geoms, layer) == [zones_touched(g, layer) for g in geoms]
     assert blocks.zones_touched_many([], layer) == []
+    monkeypatch.setattr(blocks, "ZONES_BATCH", 4)  # batches in parallel tasks keep the order
+    assert blocks.zones_touched_many(geoms, layer) == [zones_touched(g, layer) for g in geoms]
 
 
 def test_counting_kernels_equal_numpy():
@@ -337,3 +339,11 @@ def test_run_regions_equal_label_of_kept_image(neighbourhood):
         rows = np.searchsorted(row_first, first_run, side="right") - 1
         ids, first = np.unique(want.ravel(), return_index=True)
         np.testing.assert_array_equal(rows * mask.shape[1] + start[first_run], first[ids > 0])
+
+
+def test_value_counts_equal_bincount():
+    for dtype, size in ((np.uint8, 256), (np.uint16, 300), (np.int32, 7)):
+        values = RNG.integers(0, min(size, np.iinfo(dtype).max + 1), (37, 41)).astype(dtype)
+        np.testing.assert_array_equal(kernels.value_counts(values, size), np.bincount(values.ravel(), minlength=size))
+    with pytest.raises(ValueError, match="value values must lie in"):
+        kernels.value_counts(np.array([[3, 7]], np.int32), 7)
