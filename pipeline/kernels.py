@@ -8,11 +8,14 @@ name says otherwise; callers convert metres to pixels (``euclidean_reach``).
   ``label_codes``: the same for every code of an integer array at once (pixels join only their own code);
   ``component_runs``: the same as runs, without a label image (``run_edges``, ``run_histogram``, ``paint_runs``
   and ``runs_image`` read them).
-- ``within``: pixels within a bounded distance of a source mask (exact; any reach table), four linear
-  sweeps instead of a distance transform; memory is two chunk-sized arrays.
-- ``ecosystem_edges`` / ``ecosystem_edge_sums`` (connectivity), ``degradation_flags`` / ``flag_counts`` (degradation),
-  ``site_values`` / ``mining_counts`` (mining): one loop over a chunk instead of many numpy temporaries.
-- ``label_face_counts``: pixels per (chunk-local patch label or class index, zone face): patch parts and class areas per zone.
+- ``within``: pixels within a bounded distance of a source mask (exact; any reach table), by linear passes
+  instead of a distance transform (row doubling and a banded OR up to 16 px; beyond, cells first, then four
+  sweeps where the cells do not decide); memory is two chunk-sized arrays.
+- ``ecosystem_edges`` / ``ecosystem_edge_sums`` (connectivity), ``pair_flags`` / ``or_change`` / ``flag_counts``
+  (degradation), ``site_values`` / ``mining_counts`` (mining): a few vectorised loops over a chunk instead of many
+  numpy temporaries.
+- ``label_face_counts``: pixels per (chunk-local patch label or class index, zone face): patch parts and class areas
+  per zone; ``value_counts``: pixels per value (``np.bincount`` without its int64 copy).
 - ``transition_counts``: pixels per (zone face, class from, class to) (conversion).
 - ``lookup``: a table indexed by every pixel (product codes to class indices).
 - ``merge_intervals``: sorted intervals merged per owner (river km affected, mining_sites.lines_within).

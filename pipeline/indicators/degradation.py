@@ -212,10 +212,10 @@ def _patch_sizes(lc: da.Array, years: list[int], cfg: DegradationConfig, ctx: Co
 
 
 def _count(haloed: list[da.Array], chunks: tuple, ctx: Context, **flag_kw) -> tuple[list[np.ndarray], blocks.Patches]:
-    """Counts per zone layer (summed over chunks) and the degraded patches, from one pass over the haloed
-    inputs of ``_period_block`` (chunks ``chunks`` before their halos) (flags made and used in the same task), computed ``BATCH_ROWS`` rows of chunks
-    at a time (the halo rows of a batch are read again by the next one; one compute over every chunk let dask
-    hold the inputs of many chunks at once: 4 GB at 576 Mpx).
+    """Counts per zone layer (summed over chunks) and the degraded patches, from one pass of ``_period_block``
+    over the haloed inputs (``chunks``: their chunks without the halos), each task making the flags it counts.
+    Computed ``BATCH_ROWS`` rows of chunks at a time (the halo rows of a batch are read again by the next one;
+    one compute over every chunk let dask hold the inputs of many chunks at once: 4 GB at 576 Mpx).
 
     With ``ctx.features``, the chunk summaries trace the outlines of the patches that may reach MIN_PATCH_HA,
     so the patch polygons do not recompute the flags."""
