@@ -376,7 +376,7 @@ def block_stats(block: np.ndarray, values: np.ndarray | None = None, *, neighbou
         stats["hist"] = kernels.run_histogram(runs, values[r0:r1, c0:c1], n, n_values, bits=value_bits)[1:]
     image = functools.cache(lambda: kernels.runs_image((r1 - r0, c1 - c0), runs))  # painted only if needed
     if n_faces:
-        stats["faces"] = _local_face_parts(image, n, count, tuple(f[r0:r1, c0:c1] for f in faces), n_faces)
+        stats["faces"] = _local_face_parts(runs, image, n, count, tuple(f[r0:r1, c0:c1] for f in faces), n_faces)
         stats["n_faces"] = tuple(n_faces)
     if pieces_min_px is not None:
         min_px = max(math.floor(pieces_min_px), 1)
@@ -504,18 +504,18 @@ def _mapped_block(block: np.ndarray, *, table: np.ndarray, neighbourhood: int, l
     return _in_chunk(block, neighbourhood, table[_block_lookup(lookup, offsets, nbx, block_id)])
 
 
-def _local_face_parts(image: Callable[[], np.ndarray], n_local: int, count: np.ndarray, faces: tuple[np.ndarray, ...],
-                      n_faces: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """One chunk's labels (``count`` pixels each, count[0] background), per face layer: (local label, face,
-    pixel count) of every label part present; ``image()`` gives the label image, needed only where a layer's
-    faces cut the chunk."""
+def _local_face_parts(runs: tuple, image: Callable[[], np.ndarray], n_local: int, count: np.ndarray,
+                      faces: tuple[np.ndarray, ...], n_faces: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """One chunk's labels (``count`` pixels each, count[0] background; ``runs`` of kernels.component_runs), per
+    face layer: (local label, face, pixel count) of every label part present; ``image()`` gives the label image,
+    needed only where a layer's faces cut the chunk into more parts than a table holds."""
     out = []
     for face, nf in zip(faces, n_faces, strict=True):
         lo, hi = kernels.value_range(face) if face.size else (0, 0)
         if lo == hi and 0 <= lo < nf:  # the chunk lies in one face (most chunks): every label is one part
             out.append((np.arange(1, n_local + 1), np.full(n_local, lo, np.int64), count[1:n_local + 1]))
         elif (n_local + 1) * nf <= 4 * face.size:  # a (label, face) table no bigger than a few chunk arrays
-            table = kernels.label_face_counts(image(), face, n_labels=n_local, n_faces=nf)
+            table = kernels.run_histogram(runs, face, n_local, nf)  # reads the patch pixels only
             local, f = np.nonzero(table)
             out.append((local, f, table[local, f]))
         else:
@@ -603,10 +603,11 @@ def _block_shapes(block: np.ndarray, *, neighbourhood: int, lookup: np.ndarray, 
 
 
 def zones_touched_many(geoms: list[shapely.Geometry], layer: ZoneLayer) -> list[str]:
-    """``zones.zones_touched(g, layer)`` for each geometry (the same strings), at a fraction of the cost: a
-    geometry of positive area inside one zone and touching no other needs no intersection (its overlap is its
-    own area, so that zone alone is named); the others go through ``zones_touched``. In parallel tasks of
-    ZONES_BATCH geometries (GEOS works without the GIL)."""
+    """``zones.zones_touched(g, layer)`` for each geometry (the same strings), at a fraction of the cost. A
+    geometry whose bounding box meets no zone boundary lies, box and all, in the zones that hold the box's
+    corner (one point query). Of the others (a few %), one inside one zone and meeting no other is named by
+    two predicate queries; only those left need intersections (``zones_touched``). A geometry without area is
+    in no zone. In parallel tasks of ZONES_BATCH geometries (GEOS works without the GIL)."""
     batches = [geoms[i:i + ZONES_BATCH] for i in range(0, len(geoms), ZONES_BATCH)]
     return [name for names in dask.compute(*[_opaque_task(_zones_touched_batch, b, layer) for b in batches])
             for name in names]
@@ -614,14 +615,30 @@ def zones_touched_many(geoms: list[shapely.Geometry], layer: ZoneLayer) -> list[
 
 def _zones_touched_batch(geoms: list[shapely.Geometry], layer: ZoneLayer) -> list[str]:
     geoms = np.asarray(geoms, dtype=object)
-    tree = shapely.STRtree(geoms)
-    n_hits = np.zeros(len(geoms), np.int64)
-    inside = np.full(len(geoms), -1, np.int64)  # the zone containing the geometry, if any
-    for k, zone in enumerate(layer.zone_geometries):
-        n_hits[tree.query(zone, predicate="intersects")] += 1
-        inside[tree.query(zone, predicate="contains")] = k
-    simple = (n_hits == 1) & (inside >= 0) & (shapely.area(geoms) > 0)
-    return [layer.zone_names[inside[i]] if simple[i] else zones_touched(g, layer) for i, g in enumerate(geoms)]
+    bounds = shapely.bounds(geoms)
+    crossing = np.zeros(len(geoms), bool)  # the box meets a zone boundary (touching counts)
+    crossing[shapely.STRtree(_boundary_segments(layer.zone_geometries)).query(
+        shapely.box(*bounds.T), predicate="intersects")[0]] = True
+    clear, near = np.flatnonzero(~crossing), np.flatnonzero(crossing)
+    corners, across = shapely.STRtree(shapely.points(bounds[clear, :2])), shapely.STRtree(geoms[near])
+    n_zones = np.zeros(len(geoms), np.int64)  # zones holding the corner (clear) or meeting the geometry (near)
+    inside = np.full(len(geoms), -1, np.int64)  # the zone holding the corner (clear) or the geometry (near)
+    for k, zone in enumerate(layer.zone_geometries):  # the zone is the prepared side of every query
+        held = clear[corners.query(zone, predicate="intersects")]
+        n_zones[held] += 1
+        inside[held] = k
+        n_zones[near[across.query(zone, predicate="intersects")]] += 1
+        inside[near[across.query(zone, predicate="contains")]] = k
+    simple = (shapely.area(geoms) > 0) & np.where(crossing, (n_zones == 1) & (inside >= 0), n_zones <= 1)
+    return [(layer.zone_names[inside[i]] if inside[i] >= 0 else "") if simple[i] else zones_touched(g, layer)
+            for i, g in enumerate(geoms)]
+
+
+def _boundary_segments(polygons: tuple[shapely.Geometry, ...]) -> np.ndarray:
+    """Every straight edge of the polygons' rings, as two-point LineStrings."""
+    coords, ring = shapely.get_coordinates(shapely.get_parts(shapely.boundary(list(polygons))), return_index=True)
+    same = ring[1:] == ring[:-1]
+    return shapely.linestrings(np.stack([coords[:-1][same], coords[1:][same]], axis=1))
 
 
 def lookup_block(block: np.ndarray, *, table: np.ndarray) -> np.ndarray:

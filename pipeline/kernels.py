@@ -19,6 +19,7 @@ name says otherwise; callers convert metres to pixels (``euclidean_reach``).
 - ``transition_counts``: pixels per (zone face, class from, class to) (conversion).
 - ``lookup``: a table indexed by every pixel (product codes to class indices).
 - ``merge_intervals``: sorted intervals merged per owner (river km affected, mining_sites.lines_within).
+- ``mode_2x2``: the most frequent code of each 2x2 block (one level of the land-cover COGs' overviews).
 """
 
 from __future__ import annotations
@@ -1337,3 +1338,35 @@ def near_intervals(segments: np.ndarray, edges: np.ndarray, edge_start: np.ndarr
     return _near_intervals(np.ascontiguousarray(segments, np.float64), np.ascontiguousarray(edges, np.float64),
                            np.asarray(edge_start, np.int64), np.asarray(pair_part, np.int64),
                            np.asarray(pair_segment, np.int64), float(distance))
+
+
+@numba.njit(**_JIT)
+def _mode_2x2(a, nodata, base):
+    rows, cols = a.shape
+    out = np.empty(((rows + 1) // 2, (cols + 1) // 2), a.dtype)
+    top = base - 1
+    for i in range(out.shape[0]):
+        r0, r1 = 2 * i, 2 * i + 1
+        for j in range(out.shape[1]):
+            c0, c1 = 2 * j, 2 * j + 1
+            p = np.int64(a[r0, c0])
+            q = np.int64(a[r0, c1]) if c1 < cols else nodata
+            s = np.int64(a[r1, c0]) if r1 < rows else nodata
+            t = np.int64(a[r1, c1]) if r1 < rows and c1 < cols else nodata
+            # key = count * base + (top - value): the largest key is the most frequent value, the smallest on ties
+            kp = (p != nodata) * ((1 + (p == q) + (p == s) + (p == t)) * base + top - p)
+            kq = (q != nodata) * ((1 + (q == p) + (q == s) + (q == t)) * base + top - q)
+            ks = (s != nodata) * ((1 + (s == p) + (s == q) + (s == t)) * base + top - s)
+            kt = (t != nodata) * ((1 + (t == p) + (t == q) + (t == s)) * base + top - t)
+            k = max(max(kp, kq), max(ks, kt))
+            out[i, j] = top - k % base if k > 0 else nodata
+    return out
+
+
+def mode_2x2(codes: np.ndarray, nodata: int | None) -> np.ndarray:
+    """Each 2x2 block of a 2-D array of unsigned codes (uint8 or uint16) -> its most frequent code, the smallest
+    on ties, ``nodata`` pixels left out (``nodata`` where the whole block is); a last odd row or column makes
+    blocks of 1-2 pixels. Shape (ceil(rows / 2), ceil(cols / 2)): one level of a COG's mode overviews."""
+    if codes.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"mode_2x2 takes uint8 or uint16 codes, not {codes.dtype}")
+    return _mode_2x2(np.ascontiguousarray(codes), -1 if nodata is None else int(nodata), int(np.iinfo(codes.dtype).max) + 1)

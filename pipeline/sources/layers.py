@@ -33,7 +33,8 @@ def load_layers(config: LandscapeConfig, resolve, grid_crs: CRS, boundary: shape
     if config.rivers is not None:
         path = resolve(config.rivers.path)
         rivers = read_vector(path, layer=config.rivers.layer, what="rivers").to_crs(grid_crs)
-        rivers = rivers[rivers.intersects(boundary.buffer(RIVER_MARGIN_M))]
+        # within the margin, exactly (shapely.dwithin; a buffer of a 4,000-vertex boundary took 2 s)
+        rivers = rivers[shapely.dwithin(rivers.geometry.to_numpy(), boundary, RIVER_MARGIN_M)]
         layers["rivers"] = rivers[["geometry"]].reset_index(drop=True)
         inputs.append(("rivers", path))
     for i, layer_cfg in enumerate(config.mining_layers):

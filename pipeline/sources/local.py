@@ -1,13 +1,18 @@
 """Local files: the only module that opens rasters and vectors (DESIGN.md §1).
 
 Every failure becomes a SourceError that names the file, what is wrong and the fix. Rasters are read by
-window inside dask tasks, reopening the file by path each time (safe under threads and processes).
+window inside dask tasks; each thread keeps the few files it reads open (``read_window``), reopened when a
+file changes on disk, and ``closing_open_rasters`` closes them when a run ends.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import warnings
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,11 +99,62 @@ def band_count(path: Path) -> int:
         raise SourceError(f"{path}: cannot open as a raster ({exc}); the file is corrupt or not a GeoTIFF") from None
 
 
+OPEN_PER_THREAD = 8  # rasters each thread keeps open between reads
+_thread = threading.local()  # .datasets: OrderedDict path -> (file stamp, open dataset), least recently used first
+_all_open: list = []  # every dataset kept open by any thread, for closing_open_rasters
+_all_open_lock = threading.Lock()
+
+
+def _open_for_reading(path: str):
+    """The thread's open dataset of ``path`` (opened and kept when new, or when the file changed on disk since:
+    same path, other inode, size or modification time); a path that is not a local file is opened each time.
+    Opening took ~1.4 ms of a ~5.5 ms 2048 px read."""
+    try:
+        stat = os.stat(path)
+    except OSError:  # not a local file (e.g. /vsicurl/): rasterio opens it, or says why it cannot
+        return rasterio.open(path), True
+    stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    datasets = getattr(_thread, "datasets", None)
+    if datasets is None:
+        datasets = _thread.datasets = OrderedDict()
+    kept = datasets.pop(path, None)
+    if kept is not None and kept[0] == stamp and not kept[1].closed:
+        datasets[path] = kept
+        return kept[1], False
+    dataset = rasterio.open(path)
+    datasets[path] = (stamp, dataset)
+    with _all_open_lock:
+        if len(_all_open) > 1000:  # outside a run nothing closes them all: forget those closed since
+            _all_open[:] = [d for d in _all_open if not d.closed]
+        _all_open.append(dataset)
+    while len(datasets) > OPEN_PER_THREAD:
+        _, (_, oldest) = datasets.popitem(last=False)
+        oldest.close()
+    return dataset, False
+
+
+@contextmanager
+def closing_open_rasters() -> Iterator[None]:
+    """Close every raster the reading threads keep open when the block ends (a run: no file stays open after it,
+    and deleted staging files free their space). After an error they stay open until the next block ends: tasks
+    of a failed computation may still be reading them (closing a dataset under a reader crashes GDAL)."""
+    yield
+    with _all_open_lock:
+        opened = list(_all_open)
+        _all_open.clear()
+    for dataset in opened:
+        dataset.close()
+
+
 def read_window(path: str, bands: list[int], window: Window) -> np.ndarray:
     """Read ``bands`` (1-based) of ``window`` -> (len(bands), h, w). Errors name the file and window."""
     try:
-        with rasterio.open(path) as src:
+        src, close = _open_for_reading(path)
+        try:
             return src.read(bands, window=window)
+        finally:
+            if close:
+                src.close()
     except RasterioError as exc:
         raise SourceError(
             f"{path}: cannot read bands {bands} at rows {window.row_off}-{window.row_off + window.height}, "

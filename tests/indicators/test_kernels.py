@@ -155,6 +155,31 @@ def test_zones_touched_many_equals_zones_touched(monkeypatch):
     assert blocks.zones_touched_many(geoms, layer) == [zones_touched(g, layer) for g in geoms]
 
 
+def test_zones_touched_many_on_irregular_zones_and_pixel_patches():
+    """Zones split by a wavy line, one with a hole, and an island zone in that hole; patches of pixel squares
+    everywhere: inside, across borders, in the hole, touching borders from outside, with boxes that cross a
+    border when the patch does not (L shapes around a corner)."""
+    x = np.linspace(0, 100, 60)
+    wave = np.c_[x, 50 + 8 * np.sin(x / 7)]
+    west = shapely.Polygon(np.r_[[[0, 0]], wave, [[100, 0]]])
+    east = shapely.Polygon(np.r_[[[0, 100]], wave, [[100, 100]]], holes=[[(20, 70), (40, 70), (40, 90), (20, 90)]])
+    island = shapely.box(25, 75, 35, 85)
+    zones = (west, east, island)
+    layer = ZoneLayer("z", ("west", "east", "island"), zones, zones, np.zeros((4, 3), bool))
+    rng = np.random.default_rng(11)
+    geoms = []
+    for _ in range(400):
+        i, j = rng.integers(-5, 105, size=2)
+        pixels = [shapely.box(i + di, j + dj, i + di + 1, j + dj + 1) for di, dj in rng.integers(0, 6, size=(rng.integers(1, 8), 2))]
+        geoms.append(shapely.union_all(pixels))
+    geoms += [shapely.box(40, 70, 41, 71), shapely.box(35, 80, 36, 81), shapely.Polygon([(0, 0), (5, 0), (5, 1), (1, 1), (1, 5), (0, 5)]),
+              shapely.box(101, 10, 102, 11), shapely.box(27, 77, 29, 79), shapely.LineString([(10, 10), (11, 10)]),
+              shapely.Polygon()]  # no area: no zone
+    want = [zones_touched(g, layer) for g in geoms]
+    assert blocks.zones_touched_many(geoms, layer) == want
+    assert {"west", "east", "island", "", "west; east", "east; west"} <= set(want)
+
+
 def test_counting_kernels_equal_numpy():
     """transition_counts, label_face_counts and lookup against numpy's bincount and fancy indexing."""
     rng = np.random.default_rng(5)
@@ -347,3 +372,36 @@ def test_value_counts_equal_bincount():
         np.testing.assert_array_equal(kernels.value_counts(values, size), np.bincount(values.ravel(), minlength=size))
     with pytest.raises(ValueError, match="value values must lie in"):
         kernels.value_counts(np.array([[3, 7]], np.int32), 7)
+
+
+def _mode_2x2_by_hand(codes: np.ndarray, nodata: int | None) -> np.ndarray:
+    """The most frequent code of each 2x2 block, smallest on ties, nodata left out: np.unique block by block."""
+    rows, cols = codes.shape
+    out = np.empty(((rows + 1) // 2, (cols + 1) // 2), codes.dtype)
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            block = codes[2 * i:2 * i + 2, 2 * j:2 * j + 2].ravel()
+            block = block[block != nodata] if nodata is not None else block
+            if not block.size:
+                out[i, j] = nodata
+                continue
+            values, counts = np.unique(block, return_counts=True)  # sorted: argmax takes the smallest of ties
+            out[i, j] = values[np.argmax(counts)]
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_mode_2x2_equals_a_count_by_hand(dtype, shape):
+    top = int(np.iinfo(dtype).max)
+    for nodata in (0, top, None):
+        for n_codes in (2, 4, 40):
+            codes = RNG.choice(np.unique(np.r_[0, 1, top, np.arange(2, n_codes)]).astype(dtype), size=shape)
+            np.testing.assert_array_equal(kernels.mode_2x2(codes, nodata), _mode_2x2_by_hand(codes, nodata))
+    # ties go to the smallest code, whatever the order; a block of nodata stays nodata
+    block = np.array([[9, 3], [3, 9]], dtype)
+    assert kernels.mode_2x2(block, 0)[0, 0] == 3
+    assert kernels.mode_2x2(np.array([[0, 0], [0, 5]], dtype), 0)[0, 0] == 5
+    assert kernels.mode_2x2(np.zeros((2, 3), dtype), 0).tolist() == [[0, 0]]
+    with pytest.raises(ValueError, match="uint8 or uint16"):
+        kernels.mode_2x2(np.zeros((2, 2), np.int32), 0)
