@@ -87,7 +87,8 @@ def run(config_path: Path, *, chunk_px: int | None = None, out_dir: Path | None 
     timings["prepare"] = time.perf_counter() - tick
     config, grid, legend = prep.config, prep.grid, prep.legend
 
-    with _scheduler(config) as client, outputs.Staging(final_dir) as staging, local.closing_open_rasters():
+    with (_scheduler(config) as client, outputs.Staging(final_dir) as staging, ThreadPoolExecutor(1) as cog_writer,
+          local.closing_open_rasters()):
         # 1. align every year onto the grid and write it, counting codes in the same pass
         tick = time.perf_counter()
         if prep.bands:
@@ -113,12 +114,19 @@ def run(config_path: Path, *, chunk_px: int | None = None, out_dir: Path | None 
         for z in prep.zones[1:]:  # "(outside all zones)" rows (mining) map to the rest of the landscape
             zone_geoms[(z.name, OUTSIDE_ZONES)] = shapely.difference(prep.boundary, shapely.union_all(list(z.zone_geometries)))
         write_s = 0.0
+        cogs = [(src, staging.path(f"landcover_{year}.tif")) for year, src in zip(config.years, tiled, strict=False)]
+        cogs_done = None
+        runnable = [name for name, module in REGISTRY.items() if getattr(config.indicators, name, None) is not None
+                    and not (stack_xr is None and module.NEEDS_LANDCOVER)]
         for name, module in REGISTRY.items():
             if getattr(config.indicators, name, None) is None:
                 continue
             if stack_xr is None and module.NEEDS_LANDCOVER:
                 not_computed.append({"indicator": name, "metric": "all", "reason": prep.landcover_missing})
                 continue
+            if name == runnable[-1]:  # the COGs are copied in a thread of their own from the last indicator on: its
+                # polygons, GeoPackage and the CSVs leave a core idle (from the start, they slowed the indicators)
+                cogs_done = cog_writer.submit(_timed, outputs.to_cogs, cogs, threads=1)
             tick = time.perf_counter()
             with progress(f"indicator {name}"):
                 results[name] = module.compute(stack_xr, ctx)
@@ -154,8 +162,10 @@ def run(config_path: Path, *, chunk_px: int | None = None, out_dir: Path | None 
             outputs.write_csv(trend, staging.path("trends.csv"))
             names.append("trends.csv")
         with progress("write cloud-optimised GeoTIFFs"):
-            cogs = [(src, staging.path(f"landcover_{year}.tif")) for year, src in zip(config.years, tiled, strict=False)]
-            outputs.to_cogs(cogs, threads=config.compute.workers)
+            if cogs_done is None:
+                outputs.to_cogs(cogs, threads=config.compute.workers)
+            else:
+                timings["cogs_overlapped"] = cogs_done.result()
             names += [dst.name for _, dst in cogs]
         timings["write"] = write_s + time.perf_counter() - tick
         manifest = _manifest(prep, area, started, timings, [(n, staging.path(n)) for n in names], resampling,
@@ -167,6 +177,13 @@ def run(config_path: Path, *, chunk_px: int | None = None, out_dir: Path | None 
         outputs.write_json(manifest, staging.path("manifest.json"))
         files = staging.commit([*names, "manifest.json"])
     return RunResult(prep, results, files, manifest, timings)
+
+
+def _timed(function: Callable, *args, **kwargs) -> float:
+    """Call ``function``; return the seconds it took."""
+    tick = time.perf_counter()
+    function(*args, **kwargs)
+    return time.perf_counter() - tick
 
 
 def _sensitivity(stack_xr, ctx: Context, results: dict[str, IndicatorResult]):
