@@ -27,7 +27,7 @@ from scipy import sparse
 from scipy.sparse import csgraph
 
 from pipeline import kernels
-from pipeline.zones import ZoneLayer, zones_touched
+from pipeline.zones import ZoneLayer
 
 POLYGON_BATCH = 512  # patches per task finishing polygons (union of chunk pieces, simplify, to map coordinates)
 ZONES_BATCH = 2048  # geometries per task naming the zones they touch (zones_touched_many)
@@ -606,8 +606,9 @@ def zones_touched_many(geoms: list[shapely.Geometry], layer: ZoneLayer) -> list[
     """``zones.zones_touched(g, layer)`` for each geometry (the same strings), at a fraction of the cost. A
     geometry whose bounding box meets no zone boundary lies, box and all, in the zones that hold the box's
     corner (one point query). Of the others (a few %), one inside one zone and meeting no other is named by
-    two predicate queries; only those left need intersections (``zones_touched``). A geometry without area is
-    in no zone. In parallel tasks of ZONES_BATCH geometries (GEOS works without the GIL)."""
+    two predicate queries; only those left need their overlap areas, in one vectorised intersection. A
+    geometry without area is in no zone. In parallel tasks of ZONES_BATCH geometries (GEOS works without the
+    GIL)."""
     batches = [geoms[i:i + ZONES_BATCH] for i in range(0, len(geoms), ZONES_BATCH)]
     return [name for names in dask.compute(*[_opaque_task(_zones_touched_batch, b, layer) for b in batches])
             for name in names]
@@ -623,15 +624,35 @@ def _zones_touched_batch(geoms: list[shapely.Geometry], layer: ZoneLayer) -> lis
     corners, across = shapely.STRtree(shapely.points(bounds[clear, :2])), shapely.STRtree(geoms[near])
     n_zones = np.zeros(len(geoms), np.int64)  # zones holding the corner (clear) or meeting the geometry (near)
     inside = np.full(len(geoms), -1, np.int64)  # the zone holding the corner (clear) or the geometry (near)
+    held_geom, held_zone, met_geom, met_zone = [], [], [], []  # (geometry, zone) pairs: clear, near
     for k, zone in enumerate(layer.zone_geometries):  # the zone is the prepared side of every query
         held = clear[corners.query(zone, predicate="intersects")]
+        met = near[across.query(zone, predicate="intersects")]
         n_zones[held] += 1
+        n_zones[met] += 1
         inside[held] = k
-        n_zones[near[across.query(zone, predicate="intersects")]] += 1
         inside[near[across.query(zone, predicate="contains")]] = k
-    simple = (shapely.area(geoms) > 0) & np.where(crossing, (n_zones == 1) & (inside >= 0), n_zones <= 1)
-    return [(layer.zone_names[inside[i]] if inside[i] >= 0 else "") if simple[i] else zones_touched(g, layer)
-            for i, g in enumerate(geoms)]
+        held_geom.append(held)
+        held_zone.append(np.full(held.size, k))
+        met_geom.append(met)
+        met_zone.append(np.full(met.size, k))
+    area = shapely.area(geoms)
+    simple = (area > 0) & np.where(crossing, (n_zones == 1) & (inside >= 0), n_zones <= 1)
+    names = [layer.zone_names[k] if k >= 0 and simple[i] else "" for i, k in enumerate(inside)]
+    # the others as zones.zones_touched: overlap areas (a clear geometry lies whole in each zone holding its
+    # corner), largest first, ties in zone order, only those > 0
+    pair_geom, pair_zone = np.concatenate(held_geom + met_geom), np.concatenate(held_zone + met_zone)
+    keep = ~simple[pair_geom]
+    pair_geom, pair_zone = pair_geom[keep], pair_zone[keep]
+    overlap = area[pair_geom]
+    cut = crossing[pair_geom]
+    overlap[cut] = shapely.area(shapely.intersection(geoms[pair_geom[cut]],
+                                                     np.asarray(layer.zone_geometries, dtype=object)[pair_zone[cut]]))
+    order = np.lexsort((pair_zone, -overlap, pair_geom))
+    for g, k, a in zip(pair_geom[order], pair_zone[order], overlap[order], strict=True):
+        if a > 0:
+            names[g] = f"{names[g]}; {layer.zone_names[k]}" if names[g] else layer.zone_names[k]
+    return names
 
 
 def _boundary_segments(polygons: tuple[shapely.Geometry, ...]) -> np.ndarray:

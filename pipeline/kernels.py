@@ -379,11 +379,12 @@ def within(source: np.ndarray, reach: np.ndarray) -> np.ndarray:
     Notes
     -----
     Exact for pixels at least len(reach) - 1 pixels from the array border or when the array is the whole
-    landscape (the halo rule of DESIGN.md §9). Up to a radius of 16 px, ``_within_near`` (~1.5 ns/px); beyond,
-    four linear sweeps (``_within``: two along rows, two down and up the columns, ~3-4 ns/px whatever the
-    bound; memory a uint16 and a bool array of the source's size), after a look at cells of a quarter of the
-    radius (``_within_by_cells``): where sources are dense (large natural patches), most cells are within for
-    sure and the sweeps run only around the others.
+    landscape (the halo rule of DESIGN.md §9). The passes run on the box around the sources grown by the
+    radius, and not at all without a source (chunks outside the boundary). Up to a radius of 16 px,
+    ``_within_near`` (~1.5 ns/px); beyond, four linear sweeps (``_within``: two along rows, two down and up the
+    columns, ~3-4 ns/px whatever the bound; memory a uint16 and a bool array of the source's size), after a look
+    at cells of a quarter of the radius (``_within_by_cells``): where sources are dense (large natural patches),
+    most cells are within for sure and the sweeps run only around the others.
     """
     if reach.size == 0:
         return np.zeros(source.shape, bool)
@@ -391,6 +392,20 @@ def within(source: np.ndarray, reach: np.ndarray) -> np.ndarray:
         raise ValueError(f"a bound of {reach.size - 1} px is beyond the 65,534 px this kernel handles")
     source = np.ascontiguousarray(source, dtype=bool)
     reach = np.ascontiguousarray(reach, dtype=np.int64)
+    rows, cols = source.shape
+    r0, r1, c0, c1 = nonzero_bounds(source)
+    if r1 == 0:
+        return np.zeros(source.shape, bool)
+    radius = reach.size - 1
+    r0, r1, c0, c1 = max(r0 - radius, 0), min(r1 + radius, rows), max(c0 - radius, 0), min(c1 + radius, cols)
+    if (r0, r1, c0, c1) == (0, rows, 0, cols):
+        return _within_window(source, reach)
+    out = np.zeros(source.shape, bool)
+    out[r0:r1, c0:c1] = _within_window(np.ascontiguousarray(source[r0:r1, c0:c1]), reach)
+    return out
+
+
+def _within_window(source: np.ndarray, reach: np.ndarray) -> np.ndarray:
     if reach.size <= 17:
         return _within_near(source, reach)
     by_cells = _within_by_cells(source, reach)

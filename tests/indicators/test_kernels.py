@@ -133,6 +133,20 @@ def test_within_large_bound_equals_euclidean_distance_transform():
     assert paths == {"sweeps", "cells", "windows"}
 
 
+@pytest.mark.parametrize("bound_px", [3, 16, 40])
+def test_within_on_the_box_of_few_sources_equals_the_distance_transform(bound_px):
+    """Sources in a corner, an edge, the middle, or none: the passes on the box around them grown by the radius
+    give what the whole array does."""
+    reach = kernels.euclidean_reach(bound_px * 10, 10)
+    for cells in ([(0, 0)], [(119, 5)], [(60, 70), (64, 90)], [(5, 139), (110, 3)], []):
+        source = np.zeros((120, 140), bool)
+        for r, c in cells:
+            source[r, c] = True
+        want = (ndimage.distance_transform_edt(~source) <= bound_px + 1e-9 if source.any()
+                else np.zeros(source.shape, bool))
+        np.testing.assert_array_equal(kernels.within(source, reach), want)
+
+
 @pytest.mark.parametrize("depth", [0, 1, 3, 10])
 def test_within_equals_taxicab_distance_transform(depth):
     for shape in SHAPES:
