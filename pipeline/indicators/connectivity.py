@@ -88,7 +88,10 @@ def _year_block(lc_halo: np.ndarray, *faces: np.ndarray, tables: np.ndarray, cod
     by_class = [kernels.label_face_counts(lc, face, n_labels=n_classes - 1, n_faces=nf).T  # (face, class) pixels
                 for face, nf in zip(faces, n_faces, strict=True)]
     present = by_class[0].sum(axis=0) > 0  # classes in the chunk (every layer's faces cover it)
-    code, core, sides = kernels.ecosystem_edges(lc_halo, eco_of_class, first_class=FIRST_CLASS, depth=depth, halo=h)
+    if present[eco_of_class >= 0].any():
+        code, core, sides = kernels.ecosystem_edges(lc_halo, eco_of_class, first_class=FIRST_CLASS, depth=depth, halo=h)
+    else:  # no natural pixel (a chunk outside the boundary): no patch, core or edge
+        code = core = sides = np.zeros(lc.shape, np.uint8)
     edges = [kernels.ecosystem_edge_sums(face, code, core, sides, n_faces=nf, n_codes=len(ECOSYSTEMS))
              for face, nf in zip(faces, n_faces, strict=True)]
     part_faces = dict(faces=tuple(faces[k] for k in part_layers), n_faces=tuple(n_faces[k] for k in part_layers))
