@@ -62,9 +62,10 @@ def two_year_context(ds: Dataset, *, chunk_px: int, workers: int, indicators: di
     Returns (stack, ctx)."""
     from rasterio.env import set_gdal_config
 
+    from pipeline.config import ComputeConfig
     from pipeline.testing import make_config, make_context
 
-    set_gdal_config("GDAL_CACHEMAX", 256 * 2**20)
+    set_gdal_config("GDAL_CACHEMAX", ComputeConfig().gdal_cachemax_mb * 2**20)  # as a run
     lg = legend()
     grid, stack = grid_and_stack(ds, lg, chunk_px, shape)
     config = make_config(list(ds.params.years), indicators=indicators,

@@ -106,12 +106,13 @@ def _run_ours(ds: Dataset, *, year: int, chunk_px: int, workers: int, full: bool
     from pyproj import CRS
     from rasterio.env import set_gdal_config
 
+    from pipeline.config import ComputeConfig
     from pipeline.grid import LandscapeGrid
     from pipeline.indicators import connectivity
     from pipeline.sources import local
     from pipeline.testing import make_config, make_context
 
-    set_gdal_config("GDAL_CACHEMAX", 256 * 2**20)
+    set_gdal_config("GDAL_CACHEMAX", ComputeConfig().gdal_cachemax_mb * 2**20)  # as a run
     p = ds.params
     stages: dict[str, float] = {}
     started = time.perf_counter()
