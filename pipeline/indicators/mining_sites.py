@@ -51,10 +51,10 @@ def sites(summaries: list[np.ndarray], chunks: tuple[tuple[int, ...], tuple[int,
     as values and the outlines traced (mining._count_block)."""
     years = ctx.config.years
     rivers = ctx.vectors.get("rivers")
-    # the river segments, then each year's site statistics (vector work without dask) are made in a thread
+    # the river segments, then each year's site statistics (vector work without dask) are made in helper threads
     # while this one makes the next year's polygons; a thread per whole year was ~10 % faster at 144 Mpx, but
     # its own malloc arena and dask pool kept ~500 MB more at 576 Mpx
-    with ThreadPoolExecutor(1) as helper:
+    with ThreadPoolExecutor(2) as helper:
         segments = helper.submit(_river_segments, rivers)
         frames, stats_done = [], []
         for year, summary in zip(years, summaries, strict=True):
