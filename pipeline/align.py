@@ -265,7 +265,7 @@ def aligned_stack(
     for tile in grid.tiles():
         if tile.ix == 0:
             rows.append([])
-        task = dask.delayed(align_tile, pure=True)(
+        task = dask.delayed(align_tile, pure=False)(  # no hashing of the boundary for every chunk
             tile, grid, boundary, tuple(bands), tuple(methods), outside_code=outside_code,
             unmapped_code=unmapped_code, dtype=dtype, legend_path=legend_path,
         )

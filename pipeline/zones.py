@@ -50,7 +50,7 @@ class ZoneLayer:
             if tile.ix == 0:
                 rows.append([])
             shapes = tuple((piece, i + 1) for i, piece in pieces)
-            task = dask.delayed(_rasterize_faces, pure=True)(shapes, grid, tile)
+            task = dask.delayed(_rasterize_faces, pure=False)(shapes, grid, tile)  # no hashing of geometries
             rows[-1].append(da.from_delayed(task, shape=(tile.height, tile.width), dtype=np.int32))
         return da.block(rows)
 

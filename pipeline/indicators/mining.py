@@ -144,7 +144,7 @@ def per_chunk(grid: LandscapeGrid, geoms: list[shapely.Geometry], make, dtype, *
         if tile.ix == 0:
             rows.append([])
         hits = sorted(tree.query(grid.tile_box(tile), predicate="intersects")) if tree is not None else []
-        task = dask.delayed(make, pure=True)(tuple(geoms[i] for i in hits), grid, tile, **kwargs)
+        task = dask.delayed(make, pure=False)(tuple(geoms[i] for i in hits), grid, tile, **kwargs)  # no hashing of geometries
         rows[-1].append(da.from_delayed(task, shape=(tile.height, tile.width), dtype=dtype))
     return da.block(rows)
 
@@ -330,7 +330,7 @@ def _count(flags, lc, masks: list[list[tuple]], ctx: Context, *, n_sources, pair
     lc_blocks = lc.to_delayed().ravel() if lc is not None else [None] * len(flag_blocks)
     faces = [ctx.face_ids[z.name].to_delayed().ravel() for z in ctx.zones]
     n_faces = tuple(z.n_faces for z in ctx.zones)
-    parts = [dask.delayed(_count_block, pure=True, nout=2)(
+    parts = [dask.delayed(_count_block, pure=False, nout=2)(  # pure=True hashed every river piece: 0.4 s at 576 Mpx
         flag_blocks[i], lc_blocks[i], *(m[i] for m in masks), *(f[i] for f in faces), grid=ctx.grid, tile=tile,
         n_faces=n_faces, n_sources=n_sources, pairs=pairs, eco_of_class=eco_of_class, n_eco=len(ECOSYSTEMS),
         footprint_bits=footprint_bits, natural=ctx.legend.natural)
