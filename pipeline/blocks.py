@@ -603,12 +603,13 @@ def _block_shapes(block: np.ndarray, *, neighbourhood: int, lookup: np.ndarray, 
 
 
 def zones_touched_many(geoms: list[shapely.Geometry], layer: ZoneLayer) -> list[str]:
-    """``zones.zones_touched(g, layer)`` for each geometry (the same strings), at a fraction of the cost. A
-    geometry whose bounding box meets no zone boundary lies, box and all, in the zones that hold the box's
-    corner (one point query). Of the others (a few %), one inside one zone and meeting no other is named by
-    two predicate queries; only those left need their overlap areas, in one vectorised intersection. A
-    geometry without area is in no zone. In parallel tasks of ZONES_BATCH geometries (GEOS works without the
-    GIL)."""
+    """For each geometry, the names of the zones it overlaps with positive area, largest overlap first (ties in
+    the layer's zone order), joined by '; ' ('' for none); a geometry without area is in no zone.
+
+    A geometry whose bounding box meets no zone boundary lies, box and all, in the zones that hold the box's
+    corner (one point query). Of the others (a few %), one inside one zone and meeting no other is named by two
+    predicate queries; only those left need their overlap areas, in one vectorised intersection. In parallel
+    tasks of ZONES_BATCH geometries (GEOS works without the GIL)."""
     batches = [geoms[i:i + ZONES_BATCH] for i in range(0, len(geoms), ZONES_BATCH)]
     return [name for names in dask.compute(*[_opaque_task(_zones_touched_batch, b, layer) for b in batches])
             for name in names]
@@ -639,8 +640,8 @@ def _zones_touched_batch(geoms: list[shapely.Geometry], layer: ZoneLayer) -> lis
     area = shapely.area(geoms)
     simple = (area > 0) & np.where(crossing, (n_zones == 1) & (inside >= 0), n_zones <= 1)
     names = [layer.zone_names[k] if k >= 0 and simple[i] else "" for i, k in enumerate(inside)]
-    # the others as zones.zones_touched: overlap areas (a clear geometry lies whole in each zone holding its
-    # corner), largest first, ties in zone order, only those > 0
+    # the others by their overlap areas (a clear geometry lies whole in each zone holding its corner), largest
+    # first, ties in zone order, only those > 0
     pair_geom, pair_zone = np.concatenate(held_geom + met_geom), np.concatenate(held_zone + met_zone)
     keep = ~simple[pair_geom]
     pair_geom, pair_zone = pair_geom[keep], pair_zone[keep]

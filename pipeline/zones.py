@@ -108,13 +108,6 @@ def build_zone_layer(name: str, frame: gpd.GeoDataFrame, id_field: str, boundary
     return ZoneLayer(name, zone_names, zone_geoms, tuple(faces), member)
 
 
-def zones_touched(geom: shapely.Geometry, layer: ZoneLayer) -> str:
-    """Names of the zones a geometry overlaps, largest overlap first, joined by '; ' ('' for none)."""
-    overlap = [(shapely.area(shapely.intersection(geom, z)), name)
-               for name, z in zip(layer.zone_names, layer.zone_geometries, strict=True) if shapely.intersects(geom, z)]
-    return "; ".join(name for area, name in sorted(overlap, key=lambda t: -t[0]) if area > 0)
-
-
 def _polygonal(geom: shapely.Geometry) -> shapely.Geometry:
     """Polygonal part of a geometry (intersections can add lines or points)."""
     parts = [p for p in shapely.get_parts(geom) if p.geom_type in ("Polygon", "MultiPolygon")]

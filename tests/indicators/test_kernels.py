@@ -6,7 +6,7 @@ import shapely
 from scipy import ndimage
 
 from pipeline import blocks, kernels
-from pipeline.zones import ZoneLayer, zones_touched
+from pipeline.zones import ZoneLayer
 
 RNG = np.random.default_rng(20261125)
 SHAPES = [(1, 1), (1, 17), (17, 1), (2, 2), (9, 31), (40, 40), (64, 23)]
@@ -155,6 +155,14 @@ def test_within_equals_taxicab_distance_transform(depth):
             continue
         want = ndimage.distance_transform_cdt(~source, metric="taxicab") <= depth
         np.testing.assert_array_equal(kernels.within(source, np.arange(depth, -1, -1)), want)
+
+
+def zones_touched(geom: shapely.Geometry, layer: ZoneLayer) -> str:
+    """By hand, one geometry at a time: the zones it meets whose intersection with it has area, largest first
+    (a stable sort keeps zone order on ties), joined by '; '."""
+    overlap = [(shapely.area(shapely.intersection(geom, z)), name)
+               for name, z in zip(layer.zone_names, layer.zone_geometries, strict=True) if shapely.intersects(geom, z)]
+    return "; ".join(name for area, name in sorted(overlap, key=lambda t: -t[0]) if area > 0)
 
 
 def test_zones_touched_many_equals_zones_touched(monkeypatch):

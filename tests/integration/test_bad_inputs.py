@@ -291,6 +291,35 @@ def test_truncated_tiles_leave_good_result_untouched(case: Path, out: Path) -> N
     assert not list(out.parent.glob(f".{out.name}.staging-*")), "staging folder left behind"
 
 
+def test_failure_while_the_cogs_are_copied_leaves_good_result_untouched(case: Path, out: Path, monkeypatch) -> None:
+    """In one process: a good run; a run whose last indicator fails once the COGs are being copied in their own
+    thread (the reading threads keeping rasters open) changes nothing and leaves no staging folder; then a land
+    cover broken in place is reported by the next run. (That a kept-open file is reopened when it changes on
+    disk: tests/unit/test_raster_files.py.)"""
+    from pipeline import runner
+    from pipeline.indicators import REGISTRY
+
+    runner.run(case, out_dir=out, sensitivity_reruns=False)
+    before = snapshot(out)
+    last = list(REGISTRY.values())[-1]
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("the last indicator failed")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(last, "compute", fails)
+        with pytest.raises(RuntimeError, match="the last indicator failed"):
+            runner.run(case, out_dir=out, sensitivity_reruns=False)
+    assert snapshot(out) == before, "a failing run changed the earlier good result"
+    assert not list(out.parent.glob(f".{out.name}.staging-*")), "staging folder left behind"
+
+    tif = case.parent / MINI_TIF
+    _cog_with_missing_tiles(tif)
+    with pytest.raises(Exception, match="truncated or corrupt"):
+        runner.run(case, out_dir=out, sensitivity_reruns=False)
+    assert snapshot(out) == before
+
+
 def test_truncated_tiles_validate(case: Path) -> None:
     tif = case.parent / MINI_TIF
     _cog_with_missing_tiles(tif)
