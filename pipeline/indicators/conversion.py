@@ -188,7 +188,7 @@ def conversion_patches(stack: da.Array, ctx: Context, *, ia: int, ib: int, year_
         })
     frame = gpd.GeoDataFrame(records, geometry="geometry", crs=ctx.grid.crs)
     for layer in ctx.zones:
-        frame[layer.name] = blocks.zones_touched_many(frame.geometry.to_numpy(), layer)
+        frame[layer.name] = blocks.zones_touched_many(frame.geometry.to_numpy(), layer, patches=True)
     return frame[[*columns, "geometry"]]
 
 

@@ -289,5 +289,5 @@ def _patches(patches: blocks.Patches, ctx: Context, rules: tuple[str, ...], year
         "rules": [", ".join(rule for rule, hit in zip(rules, row, strict=True) if hit) for row in flagged],
     }, geometry=[shapes[int(i)] for i in ids], crs=ctx.grid.crs)
     for layer in ctx.zones:
-        frame[layer.name] = blocks.zones_touched_many(frame.geometry.to_numpy(), layer)
+        frame[layer.name] = blocks.zones_touched_many(frame.geometry.to_numpy(), layer, patches=True)
     return frame

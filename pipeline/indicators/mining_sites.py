@@ -98,7 +98,7 @@ def _year_sites(year: int, summary: np.ndarray, chunks: tuple, segments: Future,
     }, geometry=geoms, crs=grid.crs)
     for layer in ctx.zones:
         if layer.name != LANDSCAPE:
-            frame[layer.name] = blocks.zones_touched_many(geoms, layer)
+            frame[layer.name] = blocks.zones_touched_many(geoms, layer, patches=True)
     return frame, geoms
 
 

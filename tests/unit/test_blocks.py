@@ -12,6 +12,7 @@ import shapely.affinity
 from affine import Affine
 from scipy import ndimage
 
+from pipeline import blocks
 from pipeline.blocks import label_patches
 
 LANDCOVER = Path(__file__).parents[2] / "data/raw/lourenco/mapbiomas_c8_lourenco_1985_2022.tif"
@@ -158,6 +159,47 @@ def test_polygons_exact_and_chunk_invariant(chunks):
             assert got.geom_type == expected.geom_type
             assert got.area == p.pixel_count[pid] * PIXEL**2
             assert shapely.equals_exact(shapely.normalize(got), shapely.normalize(expected), tolerance=0)
+
+
+@pytest.mark.parametrize("chunks", [(7, 9), (3, 4), (1, 50)])
+@pytest.mark.parametrize("neighbourhood", [4, 8])
+def test_polygons_across_seams_equal_the_union_of_their_pixels(chunks, neighbourhood):
+    """Clustered patches with holes, pinches and corner contacts, cut by many seams: each polygon equals, to
+    the last bit, GEOS's union of the patch's pixel squares in map coordinates with its straight-on vertices
+    dropped (``simplify(0)``), normalised."""
+    rng = np.random.default_rng(3)
+    mask = ndimage.zoom(rng.random((10, 13)), 4, order=1) > 0.55
+    mask ^= rng.random(mask.shape) < 0.04  # specks, pinholes and diagonal contacts
+    p = patches_of(mask, chunks, neighbourhood=neighbourhood)
+    labels, n = ndimage.label(mask, STRUCTURE[neighbourhood])
+    got = p.polygons(np.arange(1, n + 1), TRANSFORM)
+    kinds = set()
+    for pid in range(1, n + 1):
+        rows, cols = np.nonzero(labels == pid)
+        squares = [shapely.box(*(TRANSFORM @ (c, r + 1)), *(TRANSFORM @ (c + 1, r))) for r, c in zip(rows, cols, strict=True)]
+        expected = shapely.normalize(shapely.simplify(shapely.union_all(squares), 0))
+        assert shapely.equals_exact(got[pid], expected, tolerance=0), pid
+        kinds.add((got[pid].geom_type, bool(shapely.get_num_interior_rings(shapely.get_parts(got[pid])).sum())))
+    assert ("Polygon", True) in kinds and ("Polygon", False) in kinds  # with and without holes
+    assert neighbourhood == 4 or ("MultiPolygon", False) in kinds  # 8-neighbours: parts joined by a corner
+
+
+def test_seam_union_and_straight_vertices():
+    """Pieces whose edges along the seams are cut at every pixel corner form a coverage: merged by the coverage
+    union and, with their straight-on vertices dropped, equal to the overlay union and simplify(0)."""
+    left, right = shapely.box(0, 0, 2, 1), shapely.box(2, -1, 3, 2)  # share x = 2 from y = 0 to 1
+    ring = [shapely.box(0, 0, 3, 1), shapely.box(0, 1, 1, 3), shapely.box(2, 1, 3, 3), shapely.box(0, 3, 3, 4)]
+    merged = blocks._seam_union([[left, right], ring], np.array([1.0, 2.0]), np.array([1.0, 3.0]))
+    for got, pieces in zip(blocks.drop_straight_vertices(merged), ([left, right], ring), strict=True):
+        want = shapely.simplify(shapely.union_all(pieces), 0)
+        assert shapely.equals_exact(shapely.normalize(got), shapely.normalize(want), tolerance=0)
+    cut = blocks._cut_seam_edges(np.array([left, right]), np.array([2.0]), np.array([]))
+    assert shapely.get_num_coordinates(cut).tolist() == [5, 7]  # a vertex at each pixel corner along x = 2
+    assert shapely.equals(shapely.coverage_union_all(cut), shapely.union_all([left, right]))
+    assert shapely.get_num_geometries(shapely.coverage_union_all([left, right])) == 2  # uncut: left apart, silently
+    pinched = shapely.MultiPolygon([shapely.Polygon([(0, 0), (1, 0), (2, 0), (2, 1), (0, 1)]), shapely.box(2, 1, 3, 2)])
+    assert shapely.equals_exact(blocks.drop_straight_vertices(np.array([pinched]))[0],
+                                shapely.simplify(pinched, 0), tolerance=0)
 
 
 @pytest.mark.parametrize("chunks", [(2, 3), (3, 2)])
