@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -167,24 +166,26 @@ class Patches:
                 _block_shapes, self._lazy_mask(), keep=dask.delayed(keep, pure=True), **self._task_kwargs(),
                 origin=origin, dtype=object, meta=np.empty((0, 0), object),
                 chunks=tuple((1,) * len(c) for c in self._chunks)))[0].ravel()
-        by_id: dict[int, list[shapely.Geometry]] = defaultdict(list)
-        n_chunks: dict[int, int] = defaultdict(int)  # chunks a patch has pieces in
-        for block in chunk_pieces:
-            for pid in {pid for pid, _ in block}:
-                n_chunks[pid] += 1
-            for pid, geom in block:
-                by_id[pid].append(geom)
-        ids = sorted(by_id)
-        batches = [ids[i:i + POLYGON_BATCH] for i in range(0, len(ids), POLYGON_BATCH)]
-        out: dict[int, shapely.Geometry] = {}
-        for start in range(0, len(batches), POLYGON_GROUP):  # pieces are let go as their patches are finished
-            group = batches[start:start + POLYGON_GROUP]
-            done = dask.compute(*[_opaque_task(
-                _finish_polygons, [by_id.pop(pid) for pid in batch], [n_chunks[pid] > 1 for pid in batch], matrix, seams)
-                for batch in group])
-            out.update((pid, geom) for batch, geoms in zip(group, done, strict=True)
-                       for pid, geom in zip(batch, geoms, strict=True))
-        return out
+        pids = np.concatenate([np.empty(0, np.int64), *(pid for pid, _ in chunk_pieces)])
+        geoms = np.concatenate([np.empty(0, object), *(geom for _, geom in chunk_pieces)])
+        chunk_of = np.repeat(np.arange(len(chunk_pieces)), [pid.size for pid, _ in chunk_pieces])
+        del chunk_pieces
+        order = np.argsort(pids, kind="stable")  # each patch's pieces together, in chunk order
+        pids, geoms, chunk_of = pids[order], geoms[order], chunk_of[order]
+        first = np.flatnonzero(np.r_[True, pids[1:] != pids[:-1]]) if pids.size else np.zeros(0, np.int64)
+        ids, offsets = pids[first], np.r_[first, pids.size]
+        across = (np.minimum.reduceat(chunk_of, first) != np.maximum.reduceat(chunk_of, first) if pids.size
+                  else np.zeros(0, bool))  # pieces in several chunks
+        finished = np.empty(ids.size, dtype=object)
+        step = POLYGON_BATCH * POLYGON_GROUP
+        for group in range(0, ids.size, step):  # pieces are let go as their patches are finished
+            batches = [(s, min(s + POLYGON_BATCH, ids.size)) for s in range(group, min(group + step, ids.size), POLYGON_BATCH)]
+            done = dask.compute(*[_opaque_task(_finish_polygons, geoms[offsets[s]:offsets[e]], offsets[s:e + 1] - offsets[s],
+                                               across[s:e], matrix, seams) for s, e in batches])
+            for (s, e), polygons in zip(batches, done, strict=True):
+                finished[s:e] = polygons
+                geoms[offsets[s]:offsets[e]] = None
+        return dict(zip(ids.tolist(), finished, strict=True))
 
 
 def _opaque_task(func: Callable, *args: object) -> Delayed:
@@ -193,33 +194,37 @@ def _opaque_task(func: Callable, *args: object) -> Delayed:
     return dask.delayed(functools.partial(func, *args), pure=False)()
 
 
-def _finish_polygons(pieces: list[list[shapely.Geometry]], across_chunks: list[bool], matrix: tuple[float, ...],
-                     seams: tuple[np.ndarray, np.ndarray]) -> list[shapely.Geometry]:
-    """Each patch's pieces (whole-array pixel coordinates (column, -row), integers) joined, put in map coordinates
-    by the affine ``matrix`` (as ``shapely.affinity.affine_transform``) and normalised.
+def _finish_polygons(pieces: np.ndarray, offsets: np.ndarray, across_chunks: np.ndarray, matrix: tuple[float, ...],
+                     seams: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Each patch's pieces (``pieces[offsets[k]:offsets[k + 1]]`` for patch k, whole-array pixel coordinates
+    (column, -row), integers) joined, put in map coordinates by the affine ``matrix`` (as
+    ``shapely.affinity.affine_transform``) and normalised.
 
     Pieces of one chunk are the 4-connected regions of the patch (kernels.outlines), which touch at most at
     corners, with a vertex only where the boundary turns: they are the parts of the patch as they are.
-    Pieces from different chunks share edges along the chunk ``seams`` (x of the column seams, y of the row
-    seams): they are merged exactly (``_seam_union``) and the vertices left where the boundary goes straight on
-    across a seam are dropped, which gives the geometry GEOS's union and ``simplify(0)`` would."""
-    joined = np.empty(len(pieces), dtype=object)
-    joined[:] = [p[0] if len(p) == 1 else None for p in pieces]
-    parts = [(i, p) for i, (p, across) in enumerate(zip(pieces, across_chunks, strict=True)) if len(p) > 1 and not across]
-    if parts:  # every patch of several pieces in one chunk, in one call
-        flat = [geom for _, p in parts for geom in p]
-        owner = np.repeat(np.arange(len(parts)), [len(p) for _, p in parts])
-        joined[[i for i, _ in parts]] = shapely.multipolygons(flat, indices=owner)
+    Pieces from different chunks (``across_chunks``) share edges along the chunk ``seams`` (x of the column
+    seams, y of the row seams): they are merged exactly (``_seam_union``) and the vertices left where the
+    boundary goes straight on across a seam are dropped, which gives the geometry GEOS's union and
+    ``simplify(0)`` would."""
+    sizes = np.diff(offsets)
+    joined = np.empty(sizes.size, dtype=object)
+    single = sizes == 1
+    joined[single] = pieces[offsets[:-1][single]]
+    several = np.flatnonzero(~single & ~across_chunks)
+    if several.size:  # every patch of several pieces in one chunk, in one call
+        owner = np.repeat(np.arange(sizes.size), sizes)
+        mine = np.isin(owner, several)
+        joined[several] = shapely.multipolygons(pieces[mine], indices=np.searchsorted(several, owner[mine]))
     merged = np.flatnonzero(across_chunks)
     if merged.size:
-        joined[merged] = drop_straight_vertices(_seam_union([pieces[i] for i in merged], *seams))
+        joined[merged] = drop_straight_vertices(_seam_union([pieces[offsets[k]:offsets[k + 1]] for k in merged], *seams))
     a, b, d, e, xoff, yoff = matrix
     joined = shapely.transform(joined, lambda xy: np.stack([a * xy[:, 0] + b * xy[:, 1] + xoff,
                                                             d * xy[:, 0] + e * xy[:, 1] + yoff], axis=1))
-    return list(shapely.normalize(joined))
+    return shapely.normalize(joined)
 
 
-def _seam_union(patches: list[list[shapely.Geometry]], seam_x: np.ndarray, seam_y: np.ndarray) -> np.ndarray:
+def _seam_union(patches: list[np.ndarray], seam_x: np.ndarray, seam_y: np.ndarray) -> np.ndarray:
     """Per patch, the union of its pieces (rectilinear polygons in pixel coordinates, from several chunks).
 
     The pieces' edges along the seams are cut at every pixel corner, so that pieces on either side of a seam
@@ -227,9 +232,7 @@ def _seam_union(patches: list[list[shapely.Geometry]], seam_x: np.ndarray, seam_
     the shared edges, without the noding of an overlay (3x faster than ``union_all``; the same geometry). Pieces
     of one chunk touch at most at corners, so the seams hold every edge pieces share. (Uncut, GEOS may leave
     pieces apart without an error.)"""
-    flat = np.empty(sum(len(p) for p in patches), dtype=object)
-    flat[:] = [geom for p in patches for geom in p]
-    cut = _cut_seam_edges(flat, seam_x, seam_y)
+    cut = _cut_seam_edges(np.concatenate([np.asarray(p, dtype=object) for p in patches]), seam_x, seam_y)
     out = np.empty(len(patches), dtype=object)
     start = 0
     for k, p in enumerate(patches):
@@ -625,30 +628,33 @@ def _outline_pieces(runs: tuple, shape: tuple[int, int], keep: np.ndarray, origi
     return Pieces(run_label[first_run], corners, ring_offsets, polygon_offsets)
 
 
+_NO_PIECES = (np.empty(0, np.int64), np.empty(0, dtype=object))
+
+
 def _kept_pieces(pieces: Pieces, lut: np.ndarray, keep: np.ndarray, origin: tuple[int, int]
-                 ) -> list[tuple[int, shapely.Geometry]]:
-    """(patch id, polygon) of the kept patches' pieces of one chunk in whole-array pixel coordinates (column,
-    -row): integers, exact, so pieces of one patch from different chunks meet exactly (``_finish_polygons`` puts
-    them in map coordinates); ``lut``: global id per local label."""
-    patch = lut[pieces.local]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Patch ids (int64) and polygons of the kept patches' pieces of one chunk in whole-array pixel coordinates
+    (column, -row): integers, exact, so pieces of one patch from different chunks meet exactly
+    (``_finish_polygons`` puts them in map coordinates); ``lut``: global id per local label."""
+    patch = lut[pieces.local].astype(np.int64)
     chosen = keep[patch]
     if not chosen.any():
-        return []
+        return _NO_PIECES
     row0, col0 = origin
     xy = np.stack([pieces.corners[:, 0].astype(np.float64) + col0, -(pieces.corners[:, 1].astype(np.float64) + row0)],
                   axis=1)
     polygons = shapely.from_ragged_array(shapely.GeometryType.POLYGON, xy, (pieces.ring_offsets, pieces.polygon_offsets))
-    return list(zip(patch[chosen].tolist(), polygons[chosen], strict=True))
+    return patch[chosen], polygons[chosen]
 
 
 def _block_shapes(block: np.ndarray, *, neighbourhood: int, lookup: np.ndarray, offsets: np.ndarray, nbx: int,
                   keep: np.ndarray, origin: tuple[np.ndarray, np.ndarray], block_id: tuple[int, int]) -> np.ndarray:
-    """(patch id, polygon) of the kept patches' pieces in one chunk, relabelled from the mask (_kept_pieces)."""
+    """Patch ids and polygons of the kept patches' pieces in one chunk, relabelled from the mask (_kept_pieces)."""
     lut = _block_lookup(lookup, offsets, nbx, block_id)
     keep_local = keep[lut]
     keep_local[0] = False
     if not keep_local.any():
-        return _cell([])
+        return _cell(_NO_PIECES)
     r0, r1, c0, c1 = kernels.nonzero_bounds(block)
     pieces = _outline_pieces(kernels.component_runs(block[r0:r1, c0:c1], neighbourhood)[3], (r1 - r0, c1 - c0), keep_local,
                              (r0, c0))

@@ -142,15 +142,18 @@ TIFF_PROFILE = {"driver": "GTiff", "count": 1, "tiled": True, "blockxsize": 512,
 
 
 class _WindowWriter:
-    """``da.store`` target: writes each block into an open rasterio dataset (the lock serialises GDAL)."""
+    """``da.store`` target: writes each block into an open rasterio dataset. A GDAL dataset takes one writer at
+    a time; different datasets are written (and their tiles compressed) in parallel."""
 
     def __init__(self, dataset: rasterio.io.DatasetWriter) -> None:
         self.dataset = dataset
+        self.lock = threading.Lock()
 
     def __setitem__(self, key: tuple[slice, slice], block: np.ndarray) -> None:
         rows, cols = key
         window = Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
-        self.dataset.write(block, 1, window=window)
+        with self.lock:
+            self.dataset.write(block, 1, window=window)
 
 
 def open_rasters(paths: list[Path], grid: LandscapeGrid, *, dtype: str, nodata: int | None,
@@ -172,7 +175,7 @@ def store_rasters(stack: da.Array, paths: list[Path], grid: LandscapeGrid, *, no
     For dask's threaded and synchronous schedulers only (see write_gathered)."""
     datasets = open_rasters(paths, grid, dtype=stack.dtype.name, nodata=nodata, colormap=colormap)
     targets = [_WindowWriter(d) for d in datasets]
-    store = da.store([stack[i] for i in range(len(paths))], targets, lock=threading.Lock(), compute=False)
+    store = da.store([stack[i] for i in range(len(paths))], targets, lock=False, compute=False)  # each target locks
     return store, datasets
 
 

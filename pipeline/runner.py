@@ -239,7 +239,7 @@ def align_graph(prep: Prepared, staging: outputs.Staging) -> AlignGraph:
     codes = align.aligned_stack(grid, prep.boundary, bands, resampling=config.grid.resampling,
                                 outside_code=outside_code, unmapped_code=legend.unmapped_code,
                                 legend_path=str(legend.path))
-    faces = {z.name: z.face_ids(grid).astype(np.min_scalar_type(z.n_faces)) for z in prep.zones}
+    faces = {z.name: z.face_ids(grid) for z in prep.zones}
     return AlignGraph(codes, faces, align.code_histogram(codes, size=int(np.iinfo(dtype).max) + 1),
                       [staging.path(f".tiled_landcover_{y}.tif") for y in config.years],
                       {name: staging.path(f".faces_{i}.tif") for i, name in enumerate(faces)}, outside_code)

@@ -44,14 +44,16 @@ class ZoneLayer:
         return len(self.faces) + 1
 
     def face_ids(self, grid: LandscapeGrid) -> da.Array:
-        """Lazy int32 face id per pixel with the grid's chunks; rasterised per chunk (pixel-centre rule)."""
+        """Lazy face id per pixel in the smallest unsigned dtype that holds n_faces, with the grid's chunks;
+        rasterised per chunk (pixel-centre rule)."""
+        dtype = np.min_scalar_type(self.n_faces)
         rows = []
         for tile, pieces in grid.tile_pieces(list(self.faces)):
             if tile.ix == 0:
                 rows.append([])
             shapes = tuple((piece, i + 1) for i, piece in pieces)
-            task = dask.delayed(_rasterize_faces, pure=False)(shapes, grid, tile)  # no hashing of geometries
-            rows[-1].append(da.from_delayed(task, shape=(tile.height, tile.width), dtype=np.int32))
+            task = dask.delayed(_rasterize_faces, pure=False)(shapes, grid, tile, dtype)  # no hashing of geometries
+            rows[-1].append(da.from_delayed(task, shape=(tile.height, tile.width), dtype=dtype))
         return da.block(rows)
 
     def zone_counts(self, face_counts: np.ndarray) -> np.ndarray:
@@ -60,14 +62,14 @@ class ZoneLayer:
         return (self.member.T.astype(np.int64) @ flat).reshape((len(self.zone_names), *face_counts.shape[1:]))
 
 
-def _rasterize_faces(shapes: tuple, grid: LandscapeGrid, tile: Tile) -> np.ndarray:
+def _rasterize_faces(shapes: tuple, grid: LandscapeGrid, tile: Tile, dtype: np.dtype) -> np.ndarray:
     if not shapes:
-        return np.zeros((tile.height, tile.width), dtype=np.int32)
+        return np.zeros((tile.height, tile.width), dtype=dtype)
     if len(shapes) == 1 and grid.covers_tile(shapes[0][0], tile):  # a chunk inside one face (most chunks)
-        return np.full((tile.height, tile.width), shapes[0][1], dtype=np.int32)
+        return np.full((tile.height, tile.width), shapes[0][1], dtype=dtype)
     return rasterize(
         shapes, out_shape=(tile.height, tile.width), transform=grid.tile_transform(tile.row_off, tile.col_off),
-        fill=0, dtype=np.int32,
+        fill=0, dtype=dtype,
     )
 
 

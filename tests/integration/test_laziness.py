@@ -77,7 +77,7 @@ def test_chunks_outside_the_boundary_read_and_rasterise_nothing(tmp_path, monkey
     read, rasterize = align.read_window, zones._rasterize_faces
     monkeypatch.setattr(align, "read_window", lambda *a, **k: reads.append(a) or read(*a, **k))
     monkeypatch.setattr(zones, "_rasterize_faces",
-                        lambda shapes, grid, tile: (rasterised.append(tile) if shapes else None) or rasterize(shapes, grid, tile))
+                        lambda shapes, grid, tile, dtype: (rasterised.append(tile) if shapes else None) or rasterize(shapes, grid, tile, dtype))
     with outputs.Staging(tmp_path / "out") as staging:
         prep = prepare(_mini(tmp_path, lambda c: c["indicators"].pop("degradation")), chunk_px=20)
         graph = runner.align_graph(prep, staging)
