@@ -36,17 +36,52 @@ def set_gdal_cachemax(megabytes: int) -> None:
     set_gdal_config("GDAL_CACHEMAX", int(megabytes) * 2**20)
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
+GLIBC_DEFAULT_THRESHOLD = 128 * 1024  # both thresholds' initial value (bytes)
+REUSED_BUFFER_BYTES = 128 * 2**20  # allocations below this come from malloc's heaps while a run computes
+KEPT_FREE_BYTES = 2**30  # free memory a heap keeps at its top before handing it back
+
+
+def _glibc() -> ctypes.CDLL | None:
+    libc = ctypes.util.find_library("c")
+    if not libc or "musl" in libc:
+        return None
+    try:
+        lib = ctypes.CDLL(libc)
+    except OSError:
+        return None
+    return lib if hasattr(lib, "mallopt") and hasattr(lib, "malloc_trim") else None
+
+
+@contextmanager
+def reusing_freed_buffers() -> Iterator[None]:
+    """While a run computes, glibc's malloc keeps the chunk buffers that tasks free (arrays up to 128 MB) for
+    the next tasks, instead of unmapping each and faulting fresh zeroed pages in for the next: at 576 Mpx x 2
+    years, 1.9 M page faults became 1.1 M, system time 9-10 s became 8 s and the run ~6 % shorter, for ~50 MB
+    more peak memory. ``release_memory`` still hands freed memory back between stages. After the run both
+    thresholds go back to glibc's initial 128 kB (fixed from then on, no longer adjusted by malloc). Nothing
+    without glibc."""
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(M_MMAP_THRESHOLD, REUSED_BUFFER_BYTES)
+        libc.mallopt(M_TRIM_THRESHOLD, KEPT_FREE_BYTES)
+    try:
+        yield
+    finally:
+        if libc is not None:
+            libc.mallopt(M_MMAP_THRESHOLD, GLIBC_DEFAULT_THRESHOLD)
+            libc.mallopt(M_TRIM_THRESHOLD, GLIBC_DEFAULT_THRESHOLD)
+            libc.malloc_trim(0)
+
+
 def release_memory() -> None:
     """Hand memory freed by a finished stage back to the operating system (glibc's malloc_trim, as
     dask.distributed does for its workers); elsewhere only a garbage collection. Without it the chunk buffers
     of one indicator stay in the process's heap, and the next stage's peak comes on top of them."""
     gc.collect()
-    libc = ctypes.util.find_library("c")
-    if libc and "musl" not in libc:
-        try:
-            ctypes.CDLL(libc).malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc
-            pass
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 @contextmanager
