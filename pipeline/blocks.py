@@ -140,8 +140,9 @@ class Patches:
 
         Notes
         -----
-        Each chunk is vectorised in pixel coordinates (integers, so exact); the pieces of each patch are joined
-        there (an exact merge along the chunk seams) and each vertex then put through ``transform`` by the same
+        Each chunk is vectorised in pixel coordinates (integers, so exact). A patch inside one chunk is put
+        through ``transform`` there (numpy, in the chunk's task); the pieces of a patch across chunks are joined
+        in pixel coordinates (an exact merge along the chunk seams) and then put through it by the same
         arithmetic, so a vertex gets the same map coordinates whatever the chunking. The chunks' outlines come from the labelling pass when it traced them
         (``pieces_min_px`` at most the smallest kept patch), else from a pass relabelling the mask.
         Memory: one chunk per worker plus the geometries of the kept patches.
@@ -155,27 +156,26 @@ class Patches:
         origin = tuple(np.cumsum((0, *c))[:-1] for c in self._chunks)
         matrix = (transform.a, -transform.b, transform.d, -transform.e, transform.c, transform.f)
         seams = (origin[1][1:].astype(np.float64), -origin[0][1:].astype(np.float64))  # pixel coordinates x, y
+        spans = np.bincount(self._lookup, minlength=self.n_patches + 1) > 1  # patches in several chunks
         traced = self._pieces is not None and bool((self.pixel_count[1:][keep[1:]] >= self.pieces_min_px).all())
         if traced:
             nby, nbx = (len(c) for c in self._chunks)
             chunk_pieces = dask.compute(*[_opaque_task(
                 _kept_pieces, self._pieces[b], _block_lookup(self._lookup, self._offsets, nbx, divmod(b, nbx)), keep,
-                (int(origin[0][b // nbx]), int(origin[1][b % nbx]))) for b in range(nby * nbx)])
+                (int(origin[0][b // nbx]), int(origin[1][b % nbx])), spans, matrix) for b in range(nby * nbx)])
         else:
             chunk_pieces = dask.compute(da.map_blocks(
                 _block_shapes, self._lazy_mask(), keep=dask.delayed(keep, pure=True), **self._task_kwargs(),
-                origin=origin, dtype=object, meta=np.empty((0, 0), object),
-                chunks=tuple((1,) * len(c) for c in self._chunks)))[0].ravel()
+                origin=origin, spans=dask.delayed(spans, pure=True), matrix=matrix, dtype=object,
+                meta=np.empty((0, 0), object), chunks=tuple((1,) * len(c) for c in self._chunks)))[0].ravel()
         pids = np.concatenate([np.empty(0, np.int64), *(pid for pid, _ in chunk_pieces)])
         geoms = np.concatenate([np.empty(0, object), *(geom for _, geom in chunk_pieces)])
-        chunk_of = np.repeat(np.arange(len(chunk_pieces)), [pid.size for pid, _ in chunk_pieces])
         del chunk_pieces
         order = np.argsort(pids, kind="stable")  # each patch's pieces together, in chunk order
-        pids, geoms, chunk_of = pids[order], geoms[order], chunk_of[order]
+        pids, geoms = pids[order], geoms[order]
         first = np.flatnonzero(np.r_[True, pids[1:] != pids[:-1]]) if pids.size else np.zeros(0, np.int64)
         ids, offsets = pids[first], np.r_[first, pids.size]
-        across = (np.minimum.reduceat(chunk_of, first) != np.maximum.reduceat(chunk_of, first) if pids.size
-                  else np.zeros(0, bool))  # pieces in several chunks
+        across = spans[ids]
         finished = np.empty(ids.size, dtype=object)
         step = POLYGON_BATCH * POLYGON_GROUP
         for group in range(0, ids.size, step):  # pieces are let go as their patches are finished
@@ -196,16 +196,17 @@ def _opaque_task(func: Callable, *args: object) -> Delayed:
 
 def _finish_polygons(pieces: np.ndarray, offsets: np.ndarray, across_chunks: np.ndarray, matrix: tuple[float, ...],
                      seams: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Each patch's pieces (``pieces[offsets[k]:offsets[k + 1]]`` for patch k, whole-array pixel coordinates
-    (column, -row), integers) joined, put in map coordinates by the affine ``matrix`` (as
-    ``shapely.affinity.affine_transform``) and normalised.
+    """Each patch's pieces (``pieces[offsets[k]:offsets[k + 1]]`` for patch k) joined, in map coordinates and
+    normalised.
 
-    Pieces of one chunk are the 4-connected regions of the patch (kernels.outlines), which touch at most at
-    corners, with a vertex only where the boundary turns: they are the parts of the patch as they are.
-    Pieces from different chunks (``across_chunks``) share edges along the chunk ``seams`` (x of the column
-    seams, y of the row seams): they are merged exactly (``_seam_union``) and the vertices left where the
-    boundary goes straight on across a seam are dropped, which gives the geometry GEOS's union and
-    ``simplify(0)`` would."""
+    Pieces of one chunk come in map coordinates (``_kept_pieces``). They are the 4-connected regions of the
+    patch (kernels.outlines), which touch at most at corners, with a vertex only where the boundary turns: they
+    are the parts of the patch as they are. Pieces of a patch across chunks (``across_chunks``) come in
+    whole-array pixel coordinates (column, -row), integers, and share edges along the chunk ``seams`` (x of
+    the column seams, y of the row seams): they are merged exactly (``_seam_union``), the vertices left where
+    the boundary goes straight on across a seam are dropped, which gives the geometry GEOS's union and
+    ``simplify(0)`` would, and the result is put in map coordinates by the affine ``matrix`` (as
+    ``shapely.affinity.affine_transform``)."""
     sizes = np.diff(offsets)
     joined = np.empty(sizes.size, dtype=object)
     single = sizes == 1
@@ -217,11 +218,16 @@ def _finish_polygons(pieces: np.ndarray, offsets: np.ndarray, across_chunks: np.
         joined[several] = shapely.multipolygons(pieces[mine], indices=np.searchsorted(several, owner[mine]))
     merged = np.flatnonzero(across_chunks)
     if merged.size:
-        joined[merged] = drop_straight_vertices(_seam_union([pieces[offsets[k]:offsets[k + 1]] for k in merged], *seams))
-    a, b, d, e, xoff, yoff = matrix
-    joined = shapely.transform(joined, lambda xy: np.stack([a * xy[:, 0] + b * xy[:, 1] + xoff,
-                                                            d * xy[:, 0] + e * xy[:, 1] + yoff], axis=1))
+        unions = drop_straight_vertices(_seam_union([pieces[offsets[k]:offsets[k + 1]] for k in merged], *seams))
+        joined[merged] = shapely.transform(unions, functools.partial(_affine, matrix=matrix))
     return shapely.normalize(joined)
+
+
+def _affine(xy: np.ndarray, *, matrix: tuple[float, ...]) -> np.ndarray:
+    """(n, 2) coordinates put through the affine ``matrix`` (a, b, d, e, xoff, yoff), as
+    ``shapely.affinity.affine_transform``: the same arithmetic for every vertex, wherever it is computed."""
+    a, b, d, e, xoff, yoff = matrix
+    return np.stack([a * xy[:, 0] + b * xy[:, 1] + xoff, d * xy[:, 0] + e * xy[:, 1] + yoff], axis=1)
 
 
 def _seam_union(patches: list[np.ndarray], seam_x: np.ndarray, seam_y: np.ndarray) -> np.ndarray:
@@ -631,11 +637,12 @@ def _outline_pieces(runs: tuple, shape: tuple[int, int], keep: np.ndarray, origi
 _NO_PIECES = (np.empty(0, np.int64), np.empty(0, dtype=object))
 
 
-def _kept_pieces(pieces: Pieces, lut: np.ndarray, keep: np.ndarray, origin: tuple[int, int]
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Patch ids (int64) and polygons of the kept patches' pieces of one chunk in whole-array pixel coordinates
-    (column, -row): integers, exact, so pieces of one patch from different chunks meet exactly
-    (``_finish_polygons`` puts them in map coordinates); ``lut``: global id per local label."""
+def _kept_pieces(pieces: Pieces, lut: np.ndarray, keep: np.ndarray, origin: tuple[int, int], spans: np.ndarray,
+                 matrix: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Patch ids (int64) and polygons of the kept patches' pieces of one chunk: pieces of a patch in several
+    chunks (``spans``, by patch id) in whole-array pixel coordinates (column, -row), integers, so they meet
+    exactly (``_finish_polygons`` merges them and puts them in map coordinates); the others put in map
+    coordinates here by the affine ``matrix``. ``lut``: global id per local label."""
     patch = lut[pieces.local].astype(np.int64)
     chosen = keep[patch]
     if not chosen.any():
@@ -643,12 +650,15 @@ def _kept_pieces(pieces: Pieces, lut: np.ndarray, keep: np.ndarray, origin: tupl
     row0, col0 = origin
     xy = np.stack([pieces.corners[:, 0].astype(np.float64) + col0, -(pieces.corners[:, 1].astype(np.float64) + row0)],
                   axis=1)
+    inside = np.repeat(~spans[patch], np.diff(pieces.ring_offsets[pieces.polygon_offsets]))  # per vertex
+    xy[inside] = _affine(xy[inside], matrix=matrix)
     polygons = shapely.from_ragged_array(shapely.GeometryType.POLYGON, xy, (pieces.ring_offsets, pieces.polygon_offsets))
     return patch[chosen], polygons[chosen]
 
 
 def _block_shapes(block: np.ndarray, *, neighbourhood: int, lookup: np.ndarray, offsets: np.ndarray, nbx: int,
-                  keep: np.ndarray, origin: tuple[np.ndarray, np.ndarray], block_id: tuple[int, int]) -> np.ndarray:
+                  keep: np.ndarray, origin: tuple[np.ndarray, np.ndarray], spans: np.ndarray, matrix: tuple[float, ...],
+                  block_id: tuple[int, int]) -> np.ndarray:
     """Patch ids and polygons of the kept patches' pieces in one chunk, relabelled from the mask (_kept_pieces)."""
     lut = _block_lookup(lookup, offsets, nbx, block_id)
     keep_local = keep[lut]
@@ -658,7 +668,8 @@ def _block_shapes(block: np.ndarray, *, neighbourhood: int, lookup: np.ndarray, 
     r0, r1, c0, c1 = kernels.nonzero_bounds(block)
     pieces = _outline_pieces(kernels.component_runs(block[r0:r1, c0:c1], neighbourhood)[3], (r1 - r0, c1 - c0), keep_local,
                              (r0, c0))
-    return _cell(_kept_pieces(pieces, lut, keep, tuple(int(o[k]) for o, k in zip(origin, block_id, strict=True))))
+    return _cell(_kept_pieces(pieces, lut, keep, tuple(int(o[k]) for o, k in zip(origin, block_id, strict=True)), spans,
+                              matrix))
 
 
 def zones_touched_many(geoms: list[shapely.Geometry], layer: ZoneLayer, *, patches: bool = False) -> list[str]:
