@@ -143,8 +143,9 @@ class Patches:
         Each chunk is vectorised in pixel coordinates (integers, so exact). A patch inside one chunk is put
         through ``transform`` there (numpy, in the chunk's task); the pieces of a patch across chunks are joined
         in pixel coordinates (an exact merge along the chunk seams) and then put through it by the same
-        arithmetic, so a vertex gets the same map coordinates whatever the chunking. The chunks' outlines come from the labelling pass when it traced them
-        (``pieces_min_px`` at most the smallest kept patch), else from a pass relabelling the mask.
+        arithmetic, so a vertex gets the same map coordinates whatever the chunking. The chunks' outlines come
+        from the labelling pass when it traced them (``pieces_min_px`` at most the smallest kept patch), else
+        from a pass relabelling the mask.
         Memory: one chunk per worker plus the geometries of the kept patches.
         """
         keep = np.asarray(keep)
@@ -235,9 +236,9 @@ def _seam_union(patches: list[np.ndarray], seam_x: np.ndarray, seam_y: np.ndarra
 
     The pieces' edges along the seams are cut at every pixel corner, so that pieces on either side of a seam
     share those edges vertex for vertex: the pieces then form a polygon coverage, which GEOS unions by dropping
-    the shared edges, without the noding of an overlay (3x faster than ``union_all``; the same geometry). Pieces
-    of one chunk touch at most at corners, so the seams hold every edge pieces share. (Uncut, GEOS may leave
-    pieces apart without an error.)"""
+    the shared edges, without the noding of an overlay (with ``drop_straight_vertices``, 2.3x faster than
+    ``union_all`` and ``simplify(0)``; the same geometry). Pieces of one chunk touch at most at corners, so the
+    seams hold every edge pieces share. (Uncut, GEOS may leave pieces apart without an error.)"""
     cut = _cut_seam_edges(np.concatenate([np.asarray(p, dtype=object) for p in patches]), seam_x, seam_y)
     out = np.empty(len(patches), dtype=object)
     start = 0
