@@ -202,6 +202,30 @@ def test_zones_touched_many_on_irregular_zones_and_pixel_patches():
     assert {"west", "east", "island", "", "west; east", "east; west"} <= set(want)
 
 
+def test_patches_of_inside_pixels_are_all_in_the_landscape():
+    """zones_touched_many(patches=True) names every patch of pixels inside the boundary (pixel-centre rule,
+    rasterio's) with the landscape, as the overlap by hand does: a wavy boundary with a sliver, pixel centres on
+    and next to its edges."""
+    from rasterio.features import rasterize
+    from rasterio.transform import from_origin
+
+    from pipeline.zones import landscape_layer
+
+    x = np.linspace(0, 60, 90)
+    boundary = shapely.Polygon(np.r_[[[0, 0]], np.c_[x, 30 + 9 * np.sin(x / 4)], [[60, 0]]]).union(
+        shapely.Polygon([(20, 0), (20.5, -10), (21, 0)]))  # a sliver narrower than a pixel
+    boundary = shapely.union_all([boundary, shapely.box(40, 10, 44.5, 12.5)])  # edges through pixel centres
+    layer = landscape_layer("Site", boundary)
+    inside = rasterize([(boundary, 1)], out_shape=(60, 70), transform=from_origin(-5, 45, 1, 1)).astype(bool)
+    labels, n = ndimage.label(inside & (RNG.random(inside.shape) < 0.3), np.ones((3, 3), bool))
+    geoms = []
+    for k in range(1, n + 1):
+        rows, cols = np.nonzero(labels == k)
+        geoms.append(shapely.union_all([shapely.box(c - 5, 45 - r - 1, c - 4, 45 - r) for r, c in zip(rows, cols, strict=True)]))
+    assert len(geoms) > 100
+    assert blocks.zones_touched_many(geoms, layer, patches=True) == [zones_touched(g, layer) for g in geoms] == ["Site"] * n
+
+
 def test_counting_kernels_equal_numpy():
     """transition_counts, label_face_counts and lookup against numpy's bincount and fancy indexing."""
     rng = np.random.default_rng(5)
