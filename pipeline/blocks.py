@@ -169,11 +169,11 @@ class Patches:
                 _block_shapes, self._lazy_mask(), keep=dask.delayed(keep, pure=True), **self._task_kwargs(),
                 origin=origin, spans=dask.delayed(spans, pure=True), matrix=matrix, dtype=object,
                 meta=np.empty((0, 0), object), chunks=tuple((1,) * len(c) for c in self._chunks)))[0].ravel()
-        pids = np.concatenate([np.empty(0, np.int64), *(pid for pid, _ in chunk_pieces)])
-        geoms = np.concatenate([np.empty(0, object), *(geom for _, geom in chunk_pieces)])
+        pids, geoms, normal = (np.concatenate([empty, *(piece[k] for piece in chunk_pieces)])
+                               for k, empty in enumerate(_NO_PIECES))
         del chunk_pieces
         order = np.argsort(pids, kind="stable")  # each patch's pieces together, in chunk order
-        pids, geoms = pids[order], geoms[order]
+        pids, geoms, normal = pids[order], geoms[order], normal[order]
         first = np.flatnonzero(np.r_[True, pids[1:] != pids[:-1]]) if pids.size else np.zeros(0, np.int64)
         ids, offsets = pids[first], np.r_[first, pids.size]
         across = spans[ids]
@@ -182,7 +182,8 @@ class Patches:
         for group in range(0, ids.size, step):  # pieces are let go as their patches are finished
             batches = [(s, min(s + POLYGON_BATCH, ids.size)) for s in range(group, min(group + step, ids.size), POLYGON_BATCH)]
             done = dask.compute(*[_opaque_task(_finish_polygons, geoms[offsets[s]:offsets[e]], offsets[s:e + 1] - offsets[s],
-                                               across[s:e], matrix, seams) for s, e in batches])
+                                               across[s:e], matrix, seams, normal[offsets[s]:offsets[e]])
+                                  for s, e in batches])
             for (s, e), polygons in zip(batches, done, strict=True):
                 finished[s:e] = polygons
                 geoms[offsets[s]:offsets[e]] = None
@@ -196,9 +197,9 @@ def _opaque_task(func: Callable, *args: object) -> Delayed:
 
 
 def _finish_polygons(pieces: np.ndarray, offsets: np.ndarray, across_chunks: np.ndarray, matrix: tuple[float, ...],
-                     seams: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+                     seams: tuple[np.ndarray, np.ndarray], normal: np.ndarray) -> np.ndarray:
     """Each patch's pieces (``pieces[offsets[k]:offsets[k + 1]]`` for patch k) joined, in map coordinates and
-    normalised.
+    normalised (``shapely.normalize``; a patch of one piece that came normalised, ``normal``, as it is).
 
     Pieces of one chunk come in map coordinates (``_kept_pieces``). They are the 4-connected regions of the
     patch (kernels.outlines), which touch at most at corners, with a vertex only where the boundary turns: they
@@ -221,7 +222,9 @@ def _finish_polygons(pieces: np.ndarray, offsets: np.ndarray, across_chunks: np.
     if merged.size:
         unions = drop_straight_vertices(_seam_union([pieces[offsets[k]:offsets[k + 1]] for k in merged], *seams))
         joined[merged] = shapely.transform(unions, functools.partial(_affine, matrix=matrix))
-    return shapely.normalize(joined)
+    todo = ~(single & normal[offsets[:-1]])
+    joined[todo] = shapely.normalize(joined[todo])
+    return joined
 
 
 def _affine(xy: np.ndarray, *, matrix: tuple[float, ...]) -> np.ndarray:
@@ -635,15 +638,16 @@ def _outline_pieces(runs: tuple, shape: tuple[int, int], keep: np.ndarray, origi
     return Pieces(run_label[first_run], corners, ring_offsets, polygon_offsets)
 
 
-_NO_PIECES = (np.empty(0, np.int64), np.empty(0, dtype=object))
+_NO_PIECES = (np.empty(0, np.int64), np.empty(0, dtype=object), np.empty(0, bool))
 
 
 def _kept_pieces(pieces: Pieces, lut: np.ndarray, keep: np.ndarray, origin: tuple[int, int], spans: np.ndarray,
-                 matrix: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Patch ids (int64) and polygons of the kept patches' pieces of one chunk: pieces of a patch in several
-    chunks (``spans``, by patch id) in whole-array pixel coordinates (column, -row), integers, so they meet
-    exactly (``_finish_polygons`` merges them and puts them in map coordinates); the others put in map
-    coordinates here by the affine ``matrix``. ``lut``: global id per local label."""
+                 matrix: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Patch ids (int64), polygons and whether each is normalised, of the kept patches' pieces of one chunk:
+    pieces of a patch in several chunks (``spans``, by patch id) in whole-array pixel coordinates (column,
+    -row), integers, so they meet exactly (``_finish_polygons`` merges them and puts them in map coordinates);
+    the others put in map coordinates here by the affine ``matrix``, and those without holes normalised here
+    too (``_normal_rings``)."""
     patch = lut[pieces.local].astype(np.int64)
     chosen = keep[patch]
     if not chosen.any():
@@ -653,8 +657,33 @@ def _kept_pieces(pieces: Pieces, lut: np.ndarray, keep: np.ndarray, origin: tupl
                   axis=1)
     inside = np.repeat(~spans[patch], np.diff(pieces.ring_offsets[pieces.polygon_offsets]))  # per vertex
     xy[inside] = _affine(xy[inside], matrix=matrix)
+    normal = ~spans[patch] & (np.diff(pieces.polygon_offsets) == 1)  # in map coordinates, one ring
+    xy = _normal_rings(xy, pieces.ring_offsets, pieces.polygon_offsets[:-1][normal])
     polygons = shapely.from_ragged_array(shapely.GeometryType.POLYGON, xy, (pieces.ring_offsets, pieces.polygon_offsets))
-    return patch[chosen], polygons[chosen]
+    return patch[chosen], polygons[chosen], normal[chosen]
+
+
+def _normal_rings(xy: np.ndarray, ring_offsets: np.ndarray, rings: np.ndarray) -> np.ndarray:
+    """``xy`` with the closed ``rings`` (indices into ``ring_offsets``) as GEOS's normalize writes a polygon's
+    shell: starting at its smallest vertex (x, then y), clockwise. Vertices are only reordered, never computed."""
+    if not rings.size:
+        return xy
+    start, end = ring_offsets[rings], ring_offsets[rings + 1] - 1  # each ring without the repeat of its first point
+    size = end - start
+    ring = np.repeat(np.arange(rings.size), size)
+    at = np.arange(size.sum()) - np.repeat(np.cumsum(size) - size, size)
+    vertex = np.repeat(start, size) + at
+    order = np.lexsort((xy[vertex, 1], xy[vertex, 0], ring))
+    first = np.r_[0, np.cumsum(size)[:-1]]
+    low = at[order[first]]  # the smallest vertex of each ring
+    prev, nxt = (start + (low + step) % size for step in (-1, 1))
+    m = start + low
+    cross = ((xy[m, 0] - xy[prev, 0]) * (xy[nxt, 1] - xy[m, 1]) - (xy[m, 1] - xy[prev, 1]) * (xy[nxt, 0] - xy[m, 0]))
+    step = np.where(cross > 0, -1, 1)  # counter-clockwise rings are walked backwards
+    out = xy.copy()
+    out[vertex] = xy[np.repeat(start, size) + (np.repeat(low, size) + np.repeat(step, size) * at) % np.repeat(size, size)]
+    out[end] = out[start]
+    return out
 
 
 def _block_shapes(block: np.ndarray, *, neighbourhood: int, lookup: np.ndarray, offsets: np.ndarray, nbx: int,

@@ -206,8 +206,8 @@ def test_patches_of_inside_pixels_are_all_in_the_landscape():
     """zones_touched_many(patches=True) names every patch of pixels inside the boundary (pixel-centre rule,
     rasterio's) with the landscape, as the overlap by hand does: a wavy boundary with a sliver, pixel centres on
     and next to its edges."""
+    from affine import Affine
     from rasterio.features import rasterize
-    from rasterio.transform import from_origin
 
     from pipeline.zones import landscape_layer
 
@@ -216,7 +216,7 @@ def test_patches_of_inside_pixels_are_all_in_the_landscape():
         shapely.Polygon([(20, 0), (20.5, -10), (21, 0)]))  # a sliver narrower than a pixel
     boundary = shapely.union_all([boundary, shapely.box(40, 10, 44.5, 12.5)])  # edges through pixel centres
     layer = landscape_layer("Site", boundary)
-    inside = rasterize([(boundary, 1)], out_shape=(60, 70), transform=from_origin(-5, 45, 1, 1)).astype(bool)
+    inside = rasterize([(boundary, 1)], out_shape=(60, 70), transform=Affine(1, 0, -5, 0, -1, 45)).astype(bool)
     labels, n = ndimage.label(inside & (RNG.random(inside.shape) < 0.3), np.ones((3, 3), bool))
     geoms = []
     for k in range(1, n + 1):

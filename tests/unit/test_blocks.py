@@ -12,7 +12,7 @@ import shapely.affinity
 from affine import Affine
 from scipy import ndimage
 
-from pipeline import blocks
+from pipeline import blocks, kernels
 from pipeline.blocks import label_patches
 
 LANDCOVER = Path(__file__).parents[2] / "data/raw/lourenco/mapbiomas_c8_lourenco_1985_2022.tif"
@@ -182,6 +182,26 @@ def test_polygons_across_seams_equal_the_union_of_their_pixels(chunks, neighbour
         kinds.add((got[pid].geom_type, bool(shapely.get_num_interior_rings(shapely.get_parts(got[pid])).sum())))
     assert ("Polygon", True) in kinds and ("Polygon", False) in kinds  # with and without holes
     assert neighbourhood == 4 or ("MultiPolygon", False) in kinds  # 8-neighbours: parts joined by a corner
+
+
+@pytest.mark.parametrize("transform", [TRANSFORM, Affine.rotation(30) @ TRANSFORM, Affine.scale(-1, 1) @ TRANSFORM])
+def test_normal_rings_equal_geos_normalize(transform):
+    """Rings reordered in numpy (the outlines of one chunk's regions, any pixel-to-map transform, mirrored too)
+    equal GEOS's normalize of the same polygons, coordinate for coordinate."""
+    rng = np.random.default_rng(8)
+    mask = ndimage.zoom(rng.random((8, 9)), 5, order=1) > 0.5
+    regions, n = ndimage.label(mask, STRUCTURE[4])
+    corners, ring_offsets, polygon_offsets = kernels.outlines(regions, n)
+    matrix = (transform.a, -transform.b, transform.d, -transform.e, transform.c, transform.f)
+    xy = blocks._affine(np.stack([corners[:, 0], -corners[:, 1]], axis=1).astype(np.float64), matrix=matrix)
+    shells = polygon_offsets[:-1][np.diff(polygon_offsets) == 1]  # regions without holes
+    assert 3 < shells.size < n
+    got = shapely.from_ragged_array(shapely.GeometryType.POLYGON, blocks._normal_rings(xy, ring_offsets, shells),
+                                    (ring_offsets, polygon_offsets))
+    plain = shapely.from_ragged_array(shapely.GeometryType.POLYGON, xy, (ring_offsets, polygon_offsets))
+    normal = np.diff(polygon_offsets) == 1
+    assert shapely.equals_exact(got[normal], shapely.normalize(plain[normal]), tolerance=0).all()
+    assert shapely.equals_exact(got[~normal], plain[~normal], tolerance=0).all()  # rings with holes left as they are
 
 
 def test_seam_union_and_straight_vertices():
