@@ -57,8 +57,8 @@ def _glibc() -> ctypes.CDLL | None:
 def reusing_freed_buffers() -> Iterator[None]:
     """While a run computes, glibc's malloc keeps the chunk buffers that tasks free (arrays up to 128 MB) for
     the next tasks, instead of unmapping each and faulting fresh zeroed pages in for the next: at 576 Mpx x 2
-    years, 1.9 M page faults became 1.1 M, system time 9-10 s became 8 s and the run ~6 % shorter, for ~50 MB
-    more peak memory. ``release_memory`` still hands freed memory back between stages. After the run both
+    years, 1.9 M page faults became 0.9 M and system time 9-10 s became 7 s (with two mining helpers, 58.3-63.1 s
+    against 65.5-66.5 s in alternating runs), for ~50 MB more peak memory. ``release_memory`` still hands freed memory back between stages. After the run both
     thresholds go back to glibc's initial 128 kB (fixed from then on, no longer adjusted by malloc). Nothing
     without glibc."""
     libc = _glibc()
