@@ -88,7 +88,7 @@ def run(config_path: Path, *, chunk_px: int | None = None, out_dir: Path | None 
     config, grid, legend = prep.config, prep.grid, prep.legend
 
     with (_scheduler(config) as client, outputs.Staging(final_dir) as staging, ThreadPoolExecutor(1) as cog_writer,
-          local.closing_open_rasters(), cluster.reusing_freed_buffers()):
+          local.closing_open_rasters(), cluster.reusing_freed_buffers(), cluster.full_collections_at_stage_ends()):
         # 1. align every year onto the grid and write it, counting codes in the same pass
         tick = time.perf_counter()
         if prep.bands:

@@ -1,5 +1,9 @@
 """cluster.reusing_freed_buffers: malloc keeps freed chunk buffers while a run computes, and its thresholds go
-back afterwards, also when the run fails."""
+back afterwards, also when the run fails. cluster.full_collections_at_stage_ends: Python's full garbage collections
+wait for release_memory while a run computes."""
+
+import gc
+import weakref
 
 import pytest
 
@@ -49,3 +53,28 @@ def test_real_glibc_takes_the_settings():
         del buffers
     assert libc.mallopt(cluster.M_MMAP_THRESHOLD, cluster.GLIBC_DEFAULT_THRESHOLD) == 1
     assert libc.mallopt(cluster.M_TRIM_THRESHOLD, cluster.GLIBC_DEFAULT_THRESHOLD) == 1
+
+
+class Node:
+    def __init__(self):
+        self.me = self  # a reference cycle: only the garbage collector frees it
+
+
+def test_full_collections_wait_for_release_memory():
+    """Garbage that reached the oldest generation outlives the young collections of many allocations inside the
+    context, and release_memory frees it; outside, the thresholds are Python's again, also after a failure."""
+    before = gc.get_threshold()
+    with pytest.raises(RuntimeError):
+        with cluster.full_collections_at_stage_ends():
+            assert gc.get_threshold() == (*before[:2], cluster.DEFERRED_FULL_COLLECTIONS)
+            node = Node()
+            alive = weakref.ref(node)
+            gc.collect(1)  # node survives (still referenced) into the oldest generation
+            del node
+            churn = [[] for _ in range(before[0] * before[1] * 20)]  # 20 collections of the middle generation
+            del churn
+            assert alive() is not None
+            cluster.release_memory()
+            assert alive() is None
+            raise RuntimeError("an indicator failed")
+    assert gc.get_threshold() == before
