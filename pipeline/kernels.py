@@ -1356,25 +1356,38 @@ def near_intervals(segments: np.ndarray, edges: np.ndarray, edge_start: np.ndarr
 
 
 @numba.njit(**_JIT)
+def _mode_of_4(p, q, s, t, nodata, base):
+    """The most frequent of four codes (int64), the smallest on ties, ``nodata`` left out (``nodata`` if all are)."""
+    top = base - 1  # key = count * base + (top - value): the largest key is the most frequent value, the smallest on ties
+    kp = (p != nodata) * ((1 + (p == q) + (p == s) + (p == t)) * base + top - p)
+    kq = (q != nodata) * ((1 + (q == p) + (q == s) + (q == t)) * base + top - q)
+    ks = (s != nodata) * ((1 + (s == p) + (s == q) + (s == t)) * base + top - s)
+    kt = (t != nodata) * ((1 + (t == p) + (t == q) + (t == s)) * base + top - t)
+    k = max(max(kp, kq), max(ks, kt))
+    return top - (k & top) if k > 0 else nodata  # base is a power of two: k & top is k % base
+
+
+@numba.njit(**_JIT)
 def _mode_2x2(a, nodata, base):
     rows, cols = a.shape
     out = np.empty(((rows + 1) // 2, (cols + 1) // 2), a.dtype)
-    top = base - 1
-    for i in range(out.shape[0]):
+    for i in range(rows // 2):  # whole 2x2 blocks; most are one code (taken as is: the count gives the same)
         r0, r1 = 2 * i, 2 * i + 1
-        for j in range(out.shape[1]):
+        for j in range(cols // 2):
             c0, c1 = 2 * j, 2 * j + 1
-            p = np.int64(a[r0, c0])
-            q = np.int64(a[r0, c1]) if c1 < cols else nodata
-            s = np.int64(a[r1, c0]) if r1 < rows else nodata
-            t = np.int64(a[r1, c1]) if r1 < rows and c1 < cols else nodata
-            # key = count * base + (top - value): the largest key is the most frequent value, the smallest on ties
-            kp = (p != nodata) * ((1 + (p == q) + (p == s) + (p == t)) * base + top - p)
-            kq = (q != nodata) * ((1 + (q == p) + (q == s) + (q == t)) * base + top - q)
-            ks = (s != nodata) * ((1 + (s == p) + (s == q) + (s == t)) * base + top - s)
-            kt = (t != nodata) * ((1 + (t == p) + (t == q) + (t == s)) * base + top - t)
-            k = max(max(kp, kq), max(ks, kt))
-            out[i, j] = top - k % base if k > 0 else nodata
+            p, q, s, t = a[r0, c0], a[r0, c1], a[r1, c0], a[r1, c1]
+            if p == q and p == s and p == t:
+                out[i, j] = p
+            else:
+                out[i, j] = _mode_of_4(np.int64(p), np.int64(q), np.int64(s), np.int64(t), nodata, base)
+    if cols % 2:  # a last odd column: blocks of 2 pixels (1 in the corner)
+        for i in range(out.shape[0]):
+            s = np.int64(a[2 * i + 1, cols - 1]) if 2 * i + 1 < rows else nodata
+            out[i, -1] = _mode_of_4(np.int64(a[2 * i, cols - 1]), nodata, s, nodata, nodata, base)
+    if rows % 2:  # a last odd row
+        for j in range(cols // 2):
+            out[-1, j] = _mode_of_4(np.int64(a[rows - 1, 2 * j]), np.int64(a[rows - 1, 2 * j + 1]), nodata, nodata,
+                                    nodata, base)
     return out
 
 
