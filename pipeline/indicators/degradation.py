@@ -283,10 +283,12 @@ def _patches(patches: blocks.Patches, ctx: Context, rules: tuple[str, ...], year
         return _no_patches(ctx)
     shapes = patches.polygons(ids, ctx.grid.transform)
     flagged = patches.value_counts[ids] > 0  # (patch, rule): the rule flagged some of its pixels
+    combination = flagged @ (1 << np.arange(len(rules)))  # the rules of each patch as bits: one name per combination
+    names = np.array([", ".join(rule for r, rule in enumerate(rules) if bits >> r & 1) for bits in range(1 << len(rules))],
+                     dtype=object)
     frame = gpd.GeoDataFrame({
         "patch_id": ids.astype(np.int64), "period": f"{year_from}-{year_to}", "year_from": year_from, "year_to": year_to,
-        "area_ha": patches.pixel_count[ids] * px,
-        "rules": [", ".join(rule for rule, hit in zip(rules, row, strict=True) if hit) for row in flagged],
+        "area_ha": patches.pixel_count[ids] * px, "rules": names[combination],
     }, geometry=[shapes[int(i)] for i in ids], crs=ctx.grid.crs)
     for layer in ctx.zones:
         frame[layer.name] = blocks.zones_touched_many(frame.geometry.to_numpy(), layer, patches=True)
