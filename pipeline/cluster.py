@@ -80,9 +80,10 @@ DEFERRED_FULL_COLLECTIONS = 2**31 - 1  # young-generation collections before an 
 @contextmanager
 def full_collections_at_stage_ends() -> Iterator[None]:
     """While a run computes, Python's automatic collections of its oldest generation wait for ``release_memory``,
-    which collects after each indicator; young objects are still collected as usual. A full collection walks every
-    object the process holds with the GIL taken, so both dask threads stop: at 576 Mpx x 2 years, 33 of them took
-    6.0 s of a 71 s run. The thresholds go back after the run, also when it fails."""
+    which collects after each indicator and each sensitivity variant; young objects are still collected as usual.
+    A full collection walks every object the process holds with the GIL taken, so both dask threads stop: at
+    576 Mpx x 2 years, 33 of them took 6.0 s of a 71 s run. The thresholds go back after the run, also when it
+    fails."""
     thresholds = gc.get_threshold()
     gc.set_threshold(*thresholds[:2], DEFERRED_FULL_COLLECTIONS)
     try:

@@ -200,6 +200,7 @@ def _sensitivity(stack_xr, ctx: Context, results: dict[str, IndicatorResult]):
                 reruns[name][variant.label] = REGISTRY[name].compute(stack_xr, variant_ctx).table
             except ConfigError as exc:  # e.g. a wider edge depth than the chunk halo allows
                 skipped.append({"indicator": name, "variant": variant.label, "reason": str(exc)})
+        cluster.release_memory()  # full collections wait for the stage ends (full_collections_at_stage_ends)
     updated = {name: dataclasses.replace(result, table=sensitivity.envelope(result.table, list(reruns[name].values())))
                if reruns[name] else result for name, result in results.items()}
     meta = {"variants": {name: list(tables) for name, tables in reruns.items() if tables},
