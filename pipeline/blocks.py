@@ -419,9 +419,8 @@ def block_stats(block: np.ndarray, values: np.ndarray | None = None, *, neighbou
     n_values = n_values if values is not None else 0
     box = kernels.nonzero_bounds(block)
     if box[1] == 0:
-        return {**empty_stats(block.shape, n_values, tuple(n_faces), pieces_min_px),
-                **({"code": np.zeros(0, block.dtype)} if codes else {}),
-                **({"runs": ((0, 0), kernels.component_runs(np.zeros((1, 1), bool), neighbourhood)[3])} if keep_runs else {})}
+        return {**empty_stats(block.shape, n_values, tuple(n_faces), pieces_min_px, keep_runs=keep_runs),
+                **({"code": np.zeros(0, block.dtype)} if codes else {})}
     r0, r1, c0, c1 = box
     rows, cols = block.shape
     n, count, first_local, runs = kernels.component_runs(block[r0:r1, c0:c1], neighbourhood, codes=codes)
@@ -481,9 +480,9 @@ def split_by_code(stats: dict) -> dict[int, dict]:
 
 
 def empty_stats(shape: tuple[int, int], n_values: int = 0, n_faces: tuple[int, ...] = (),
-                pieces_min_px: int | None = None) -> dict:
+                pieces_min_px: int | None = None, *, keep_runs: bool = False) -> dict:
     """``block_stats`` of a chunk of ``shape`` without any patch pixel (with a histogram when n_values > 0,
-    empty face parts for each of ``n_faces`` and no pieces with ``pieces_min_px``)."""
+    empty face parts for each of ``n_faces``, no pieces with ``pieces_min_px`` and no runs with ``keep_runs``)."""
     stats = {"n": 0, "count": np.zeros(0, np.int64), "first": np.zeros(0, np.int64),
              "edges": tuple(np.zeros(n, np.int32) for n in (shape[1], shape[1], shape[0], shape[0]))}
     if n_values:
@@ -493,6 +492,8 @@ def empty_stats(shape: tuple[int, int], n_values: int = 0, n_faces: tuple[int, .
     if pieces_min_px is not None:
         stats["pieces"] = _outline_pieces((), (1, 1), np.zeros(1, bool))
         stats["pieces_min_px"] = max(math.floor(pieces_min_px), 1)
+    if keep_runs:
+        stats["runs"] = ((0, 0), kernels.component_runs(np.zeros((1, 1), bool), 8)[3])  # none, whatever the rule
     return stats
 
 

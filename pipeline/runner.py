@@ -142,6 +142,7 @@ def run(config_path: Path, *, chunk_px: int | None = None, out_dir: Path | None 
             cluster.release_memory()
             write_s += time.perf_counter() - tick
 
+        ctx.natural_patches.clear()  # connectivity's labelling of natural land, if degradation did not take it
         sensitivity_meta = {}
         if config.sensitivity is not None and sensitivity_reruns and results:
             tick = time.perf_counter()
@@ -200,6 +201,7 @@ def _sensitivity(stack_xr, ctx: Context, results: dict[str, IndicatorResult]):
                 reruns[name][variant.label] = REGISTRY[name].compute(stack_xr, variant_ctx).table
             except ConfigError as exc:  # e.g. a wider edge depth than the chunk halo allows
                 skipped.append({"indicator": name, "variant": variant.label, "reason": str(exc)})
+        variant_ctx.natural_patches.clear()  # a variant's labelling that its degradation did not take
         cluster.release_memory()  # full collections wait for the stage ends (full_collections_at_stage_ends)
     updated = {name: dataclasses.replace(result, table=sensitivity.envelope(result.table, list(reruns[name].values())))
                if reruns[name] else result for name, result in results.items()}

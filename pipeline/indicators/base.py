@@ -40,6 +40,8 @@ class Context:
     # "mining:<name>" -> (observed bool per year, lazy bool (year, y, x) on the grid)
     features: bool = True  # False: the caller keeps the table only (sensitivity reruns); feature layers that no
     # number of the table depends on may be left empty
+    natural_patches: dict = field(default_factory=dict, repr=False)  # (year, neighbourhood) -> blocks.Patches of all
+    # natural land with their runs kept, left by connectivity for degradation's patch sizes (the same labelling)
 
 
 @dataclass(frozen=True, eq=False)

@@ -72,7 +72,8 @@ def core_depth_px(edge_depth_m: float, resolution_m: float) -> int:
 
 def _year_block(lc_halo: np.ndarray, *faces: np.ndarray, tables: np.ndarray, codes: np.ndarray,
                 eco_of_class: np.ndarray, halo: int, depth: int, n_faces: tuple[int, ...],
-                part_layers: tuple[int, ...], neighbourhood: int) -> tuple[list[np.ndarray], list[dict | None]]:
+                part_layers: tuple[int, ...], neighbourhood: int,
+                keep_natural_runs: bool = False) -> tuple[list[np.ndarray], list[dict | None]]:
     """One chunk, every group at once: the counts of ``_year_counts`` and each group's patch summary
     (blocks.block_stats of the group's pixels, core flag as value 1, patch parts per face of the zone layers
     ``part_layers``; None where the group has no pixel; the ecosystem types from one labelling of their codes,
@@ -105,7 +106,7 @@ def _year_block(lc_halo: np.ndarray, *faces: np.ndarray, tables: np.ndarray, cod
             group_stats.append(by_code[group_code])
         else:
             group_stats.append(blocks.block_stats(code > 0, core >> 1, neighbourhood=neighbourhood, n_values=2,
-                                                  **part_faces))
+                                                  keep_runs=keep_natural_runs, **part_faces))
     return _year_counts(by_class, edges, tables, codes), group_stats
 
 
@@ -152,9 +153,10 @@ def class_metrics(parts_px: np.ndarray, *, area_px: int, edge_sides: int, core_p
 
 # ------------------------------------------------------------------------------------------ compute
 def year_group_stats(lc: da.Array, ctx: Context, tables: np.ndarray, codes: np.ndarray, *, depth: int,
-                     neighbourhood: int) -> tuple[list[np.ndarray], list[blocks.Patches | None]]:
+                     neighbourhood: int, keep_natural_runs: bool = False) -> tuple[list[np.ndarray], list[blocks.Patches | None]]:
     """One pass over the chunks of one year: per zone layer, (n_faces, 1 + 3 · n_groups) pixel counts, and
-    per group its patches (None when the group has no pixel that year). ``tables``, ``codes``: class_groups."""
+    per group its patches (None when the group has no pixel that year). ``tables``, ``codes``: class_groups;
+    ``keep_natural_runs``: the patches of all natural land keep their runs (blocks.label_patches keep_runs)."""
     halo = max(depth, 1)
     chunks = blocks.halo_chunks(lc.chunks, (halo, halo))
     lc = lc.rechunk(chunks)
@@ -164,7 +166,8 @@ def year_group_stats(lc: da.Array, ctx: Context, tables: np.ndarray, codes: np.n
     part_layers = tuple(k for k, z in enumerate(ctx.zones) if z.name != LANDSCAPE)  # patch parts per zone face
     parts = [dask.delayed(_year_block, pure=True, nout=2)(
         block, *(f[i] for f in faces), tables=tables, codes=codes, eco_of_class=ctx.legend.ecosystem, halo=halo,
-        depth=depth, n_faces=n_faces, part_layers=part_layers, neighbourhood=neighbourhood) for i, block in enumerate(haloed.to_delayed().ravel())]
+        depth=depth, n_faces=n_faces, part_layers=part_layers, neighbourhood=neighbourhood,
+        keep_natural_runs=keep_natural_runs) for i, block in enumerate(haloed.to_delayed().ravel())]
     counts, group_stats = dask.compute(blocks.tree_sum([p[0] for p in parts]), [p[1] for p in parts])
     patches = []
     for g, table in enumerate(tables):
@@ -174,7 +177,8 @@ def year_group_stats(lc: da.Array, ctx: Context, tables: np.ndarray, codes: np.n
         grid_stats = np.empty(lc.numblocks, object)
         for i, (s, shape) in enumerate(zip(group_stats, itertools.product(*lc.chunks), strict=True)):
             grid_stats.flat[i] = s[g] if s[g] is not None else blocks.empty_stats(
-                shape, n_values=2, n_faces=tuple(n_faces[k] for k in part_layers))
+                shape, n_values=2, n_faces=tuple(n_faces[k] for k in part_layers),
+                keep_runs=keep_natural_runs and not codes[g])  # all natural land (code 0): its runs are kept
         mask = lc.map_blocks(blocks.lookup_block, table=table, dtype=bool)
         patches.append(blocks.patches_from_stats(grid_stats, mask.chunks, mask=mask, neighbourhood=neighbourhood))
     return counts, patches
@@ -200,7 +204,8 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
     """Connectivity metrics for every year, class group and zone; ECA and ProtConn; patch polygons.
 
     Class groups absent from the landscape in every year are left out; a group absent in one year only
-    gets zero patches that year (so its change is reported).
+    gets zero patches that year (so its change is reported). When degradation will label the natural patches
+    with the same neighbourhood, the labelling of all natural land is left in ``ctx.natural_patches`` for it.
     """
     cfg: ConnectivityConfig = ctx.config.indicators.connectivity  # type: ignore[assignment]
     depth = core_depth_px(cfg.edge_depth_m, ctx.grid.resolution_m)
@@ -208,9 +213,12 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
     tables, codes = np.stack([t for _, t, _ in groups]), np.array([c for _, _, c in groups])
     years = [int(y) for y in stack["year"].values]
     stats, year_patches = {}, {}
+    share = _degradation_labels_natural(ctx, cfg.neighbourhood)
     for i, year in enumerate(years):
         stats[year], year_patches[year] = year_group_stats(stack.data[i], ctx, tables, codes, depth=depth,
-                                                           neighbourhood=cfg.neighbourhood)
+                                                           neighbourhood=cfg.neighbourhood, keep_natural_runs=share)
+        if share and year_patches[year][-1] is not None:  # the last group is all natural land (class_groups)
+            ctx.natural_patches[(year, cfg.neighbourhood)] = year_patches[year][-1]
     present = [g for g in range(len(groups)) if any(stats[y][0][:, 1 + 3 * g].sum() for y in years)]
     values: dict[tuple, float] = {}
     patch_frames = []
@@ -229,6 +237,13 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
     patches_gdf = (gpd.GeoDataFrame(_concat(patch_frames), geometry="geometry", crs=ctx.grid.crs) if patch_frames
                    else gpd.GeoDataFrame(columns, geometry=[], crs=ctx.grid.crs))
     return IndicatorResult(table=table, features={PATCH_LAYER: patches_gdf}, zone_metrics=ZONE_METRICS)
+
+
+def _degradation_labels_natural(ctx: Context, neighbourhood: int) -> bool:
+    """Whether degradation will label the natural patches of every year with this neighbourhood (its small_patch
+    and isolation rules): connectivity's labelling of all natural land is the same, so it is left to it."""
+    cfg = ctx.config.indicators.degradation
+    return cfg is not None and cfg.neighbourhood == neighbourhood and bool({"small_patch", "isolation"} & set(cfg.rules))
 
 
 def _zone_values(patches: blocks.Patches | None, year_stats: list[np.ndarray], g: int, group: str, year: int,

@@ -199,12 +199,15 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
 
 def _patch_sizes(lc: da.Array, years: list[int], cfg: DegradationConfig, ctx: Context) -> dict:
     """year -> lazy uint8 size bits of each natural pixel's patch: SMALL (below small_patch_ha) | LARGE (above
-    large_patch_ha); one labelling per year serves both rules, its kept runs painted per chunk (Patches.mapped)."""
+    large_patch_ha); one labelling per year serves both rules, its kept runs painted per chunk (Patches.mapped).
+    The labelling is connectivity's when it left it in ``ctx.natural_patches`` (taken out: used once)."""
     px = ctx.grid.pixel_area_ha
     out = {}
     for i, year in enumerate(years):
-        natural = lc[i].map_blocks(blocks.lookup_block, table=ctx.legend.natural, dtype=bool)
-        patches = blocks.label_patches(natural, neighbourhood=cfg.neighbourhood, keep_runs=True)
+        patches = ctx.natural_patches.pop((year, cfg.neighbourhood), None)
+        if patches is None:
+            natural = lc[i].map_blocks(blocks.lookup_block, table=ctx.legend.natural, dtype=bool)
+            patches = blocks.label_patches(natural, neighbourhood=cfg.neighbourhood, keep_runs=True)
         size_ha = patches.pixel_count * px
         small = (size_ha < cfg.small_patch_ha) & (patches.pixel_count > 0)
         out[year] = patches.mapped((small * SMALL | (size_ha > cfg.large_patch_ha) * LARGE).astype(np.uint8))

@@ -161,3 +161,45 @@ def test_missing_transition_pair_is_a_config_error(tmp_path):
                                     "classes": {3: {"name": "F", "natural": True, "ecosystem": "forest"}}}))
     with pytest.raises(ConfigError, match=r"transitions has no meaning for \(wetland, cropland\)"):
         load_legend(path)
+
+
+@pytest.mark.parametrize("neighbourhood", [4, 8])
+def test_patch_sizes_from_connectivitys_labelling(monkeypatch, neighbourhood):
+    """Connectivity labels all natural land with its runs kept, and degradation takes that labelling for its
+    patch sizes (no labelling of its own) with the same results, across chunks with and without kept runs."""
+    from pipeline import blocks
+    from pipeline.indicators import connectivity
+
+    rng = np.random.default_rng(5)
+    a = ndimage.median_filter(rng.choice(np.array([F, F, F, F, F, F, OF, G, P, W], np.uint8), size=(61, 70)), size=5)
+    a[:20, :20] = rng.choice(np.array([F, P], np.uint8), size=(20, 20))  # a chunk of many short runs: relabelled
+    a[30:55, 35:62] = F
+    a[48:, :24] = P  # a chunk without natural land (its runs: none)
+    b = np.where(rng.random(a.shape) < 0.08, P, a).astype(np.uint8)
+    cut = b[31:54, 36:61]  # forest cut into 2x2 islands by pasture lines: small and isolated in 2010 only
+    cut[::3, :], cut[:, ::3] = P, P
+    grid = make_grid(a.shape, chunk_px=24, crs=LAEA_AT_ORIGIN)
+    legend = make_legend()
+    deg = {"rules": ALL_RULES, "edge_depth_m": 60, "isolation_m": 90, "small_patch_ha": 0.5, "large_patch_ha": 2,
+           "neighbourhood": neighbourhood}
+    conn = {"neighbourhood": neighbourhood, "edge_depth_m": 30, "min_patch_ha": 0, "dispersal_m": [1000]}
+    config = make_config([2000, 2010], indicators={"degradation": deg, "connectivity": conn})
+    stack = make_stack({2000: a, 2010: b}, legend, grid).chunk({"y": 24, "x": 24})
+    alone = degradation.compute(stack, make_context(grid, legend, config))
+
+    ctx = make_context(grid, legend, config)
+    connectivity.compute(stack, ctx)
+    assert sorted(ctx.natural_patches) == [(2000, neighbourhood), (2010, neighbourhood)]
+    assert any(r is None for r in ctx.natural_patches[(2000, neighbourhood)]._runs)  # the relabelled chunk
+    assert any(r is not None for r in ctx.natural_patches[(2000, neighbourhood)]._runs)
+
+    def no_labelling(*args, **kwargs):
+        raise AssertionError("degradation labelled natural land again")
+
+    monkeypatch.setattr(blocks, "label_patches", no_labelling)
+    shared = degradation.compute(stack, ctx)
+    assert ctx.natural_patches == {}  # taken: used once
+    pd.testing.assert_frame_equal(shared.table, alone.table)
+    pa, pb = alone.features[degradation.PATCH_LAYER], shared.features[degradation.PATCH_LAYER]
+    assert len(pa) and pa.geometry.geom_equals_exact(pb.geometry, 0).all()
+    assert _v(alone.table, "degraded_ha_small_patch") > 0 and _v(alone.table, "degraded_ha_isolation") > 0
