@@ -33,15 +33,16 @@ class Context:
     legend: Legend
     config: LandscapeConfig
     zones: tuple[ZoneLayer, ...]
-    face_ids: dict[str, da.Array] = field(repr=False)  # zone layer name -> lazy int32 face ids per pixel
+    face_ids: dict[str, da.Array] = field(repr=False)  # zone layer name -> lazy face ids per pixel (unsigned)
     vectors: dict[str, gpd.GeoDataFrame] = field(default_factory=dict, repr=False)  # in the grid CRS, clipped
     # e.g. "rivers", "mining:<name>" (with an int `year` column), "mining_rights", "surface_rights"
     rasters: dict[str, tuple] = field(default_factory=dict, repr=False)
     # "mining:<name>" -> (observed bool per year, lazy bool (year, y, x) on the grid)
     features: bool = True  # False: the caller keeps the table only (sensitivity reruns); feature layers that no
     # number of the table depends on may be left empty
-    natural_patches: dict = field(default_factory=dict, repr=False)  # (year, neighbourhood) -> blocks.Patches of all
-    # natural land with their runs kept, left by connectivity for degradation's patch sizes (the same labelling)
+    natural_patches: dict = field(default_factory=dict, repr=False)  # (dask name of the stack, year, neighbourhood)
+    # -> blocks.Patches of all natural land with their runs kept, left by connectivity for degradation's patch
+    # sizes (the same labelling of the same stack)
 
 
 @dataclass(frozen=True, eq=False)

@@ -218,7 +218,7 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
         stats[year], year_patches[year] = year_group_stats(stack.data[i], ctx, tables, codes, depth=depth,
                                                            neighbourhood=cfg.neighbourhood, keep_natural_runs=share)
         if share and year_patches[year][-1] is not None:  # the last group is all natural land (class_groups)
-            ctx.natural_patches[(year, cfg.neighbourhood)] = year_patches[year][-1]
+            ctx.natural_patches[(stack.data.name, year, cfg.neighbourhood)] = year_patches[year][-1]
     present = [g for g in range(len(groups)) if any(stats[y][0][:, 1 + 3 * g].sum() for y in years)]
     values: dict[tuple, float] = {}
     patch_frames = []

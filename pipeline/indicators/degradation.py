@@ -161,7 +161,7 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
     transitions = np.array([[matrix[a][b] for b in GROUPS] for a in GROUPS], dtype=np.int8)
     pairs = pair_table(rules, natural=legend.natural, group=legend.group, condition=legend.condition,
                        ecosystem=legend.ecosystem, transitions=transitions)
-    patch_sizes = _patch_sizes(lc, years, cfg, ctx) if {"small_patch", "isolation"} & set(rules) else {}
+    patch_sizes = _patch_sizes(lc, years, cfg, ctx, stack.data.name) if {"small_patch", "isolation"} & set(rules) else {}
     external = ctx.rasters.get(f"degradation:{cfg.external.name}") if cfg.external else None
     edge_reach = kernels.euclidean_reach(cfg.edge_depth_m, grid.resolution_m)
     isolation_reach = kernels.euclidean_reach(cfg.isolation_m, grid.resolution_m)
@@ -197,14 +197,15 @@ def compute(stack: xr.DataArray, ctx: Context) -> IndicatorResult:
     return IndicatorResult(table=table, features={PATCH_LAYER: patches}, zone_metrics=ZONE_METRICS, metadata=metadata)
 
 
-def _patch_sizes(lc: da.Array, years: list[int], cfg: DegradationConfig, ctx: Context) -> dict:
+def _patch_sizes(lc: da.Array, years: list[int], cfg: DegradationConfig, ctx: Context, stack_name: str) -> dict:
     """year -> lazy uint8 size bits of each natural pixel's patch: SMALL (below small_patch_ha) | LARGE (above
     large_patch_ha); one labelling per year serves both rules, its kept runs painted per chunk (Patches.mapped).
-    The labelling is connectivity's when it left it in ``ctx.natural_patches`` (taken out: used once)."""
+    The labelling is connectivity's when it left one of the same stack (``stack_name``, its dask name) in
+    ``ctx.natural_patches`` (taken out: used once)."""
     px = ctx.grid.pixel_area_ha
     out = {}
     for i, year in enumerate(years):
-        patches = ctx.natural_patches.pop((year, cfg.neighbourhood), None)
+        patches = ctx.natural_patches.pop((stack_name, year, cfg.neighbourhood), None)
         if patches is None:
             natural = lc[i].map_blocks(blocks.lookup_block, table=ctx.legend.natural, dtype=bool)
             patches = blocks.label_patches(natural, neighbourhood=cfg.neighbourhood, keep_runs=True)

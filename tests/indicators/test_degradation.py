@@ -189,9 +189,13 @@ def test_patch_sizes_from_connectivitys_labelling(monkeypatch, neighbourhood):
 
     ctx = make_context(grid, legend, config)
     connectivity.compute(stack, ctx)
-    assert sorted(ctx.natural_patches) == [(2000, neighbourhood), (2010, neighbourhood)]
-    assert any(r is None for r in ctx.natural_patches[(2000, neighbourhood)]._runs)  # the relabelled chunk
-    assert any(r is not None for r in ctx.natural_patches[(2000, neighbourhood)]._runs)
+    name = stack.data.name
+    assert sorted(ctx.natural_patches) == [(name, 2000, neighbourhood), (name, 2010, neighbourhood)]
+    assert any(r is None for r in ctx.natural_patches[(name, 2000, neighbourhood)]._runs)  # the relabelled chunk
+    assert any(r is not None for r in ctx.natural_patches[(name, 2000, neighbourhood)]._runs)
+    swapped = make_stack({2000: b, 2010: a}, legend, grid).chunk({"y": 24, "x": 24})
+    degradation.compute(swapped, ctx)  # another stack: labels its own natural land, leaves this one's
+    assert len(ctx.natural_patches) == 2
 
     def no_labelling(*args, **kwargs):
         raise AssertionError("degradation labelled natural land again")
