@@ -1,8 +1,11 @@
 """`make bench`: time each benchmark case against its peer on generated landscapes, in separate processes.
 
 For every size, the landscape is generated once (bench.generate, cached in data/bench/) and each side of each
-case runs in a fresh Python process, so its peak RSS (``os.wait4`` rusage ``ru_maxrss``: the child's own
-high-water mark, imports included) is its own. Wall time is measured inside the child around the work only
+case runs in a fresh Python process, so its peak RSS is its own: the child's high-water mark since it started
+(``VmHWM``, imports included), which it reads itself at its end. (``os.wait4``'s ``ru_maxrss`` stands in only
+without /proc or for a killed child: Linux counts in it the image before ``exec``, a copy of this process, so
+after a landscape was generated here every side reported this process's ~1.2 GB at 144 Mpx, ~2.5 GB at 576.)
+Wall time is measured inside the child around the work only
 (graph building + compute for ours; read + metrics for the peer), so interpreter start-up and imports are
 not counted on either side. A side that exceeds ``--peer-timeout`` or ``--max-rss-gb`` is killed; the peer is
 then run at the ``--peer-fallback`` size and its time extrapolated linearly in pixels (marked "extrapolated").
@@ -42,12 +45,36 @@ FIELDS = ["timestamp_utc", "commit", "host", "cpus", "other_cpu_pct", "case", "s
 GOAL_SPEEDUP, GOAL_RSS_MB, GOAL_SIZE = 30.0, 2048, "144"
 
 
+def comparison(case, side: str, results: dict[str, dict]) -> dict | None:
+    """``case.compare`` of one of our sides against the case's peer (PEER), with our run at the fallback size
+    when the peer's time was extrapolated; None for any peer (a side in PEERS: one reused from another case
+    holds that case's values), a ``-full`` side, or missing values."""
+    peer = results.get(case.PEER)
+    r = results[side]
+    if side in getattr(case, "PEERS", (case.PEER,)) or side.endswith("full") or not (peer and peer["values"] and r["values"]):
+        return None
+    mine = results["ours@fallback"]["values"] if peer.get("extrapolated") else r["values"]
+    return case.compare(mine, peer["values"])
+
+
 # ------------------------------------------------------------------------------------------------ child
 def _worker(args: argparse.Namespace) -> None:
     case, side = args.worker
     ds = generate.Dataset.open(Path(args.dataset))
     result = CASES[case].run_side(side, ds, year=args.year, chunk_px=args.chunk, workers=args.workers)
-    Path(args.out).write_text(json.dumps(result))
+    Path(args.out).write_text(json.dumps({**result, "own_peak_rss_mb": own_peak_rss_mb()}))
+
+
+def own_peak_rss_mb() -> float | None:
+    """This process's peak RSS since it started (VmHWM, MB); None without /proc (not Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def _rss_mb(pid: int) -> float:
@@ -95,7 +122,8 @@ def _run_child(case: str, side: str, ds: generate.Dataset, args: argparse.Namesp
         out.unlink(missing_ok=True)
     wall = time.perf_counter() - started
     others = _busy_cpu_s() - busy0 - usage.ru_utime - usage.ru_stime  # CPU seconds used by other processes
-    result.update(status=status, peak_rss_mb=usage.ru_maxrss / 1024, process_s=wall,
+    own_peak = result.pop("own_peak_rss_mb", None)
+    result.update(status=status, peak_rss_mb=own_peak or usage.ru_maxrss / 1024, process_s=wall,
                   cpu_s=usage.ru_utime + usage.ru_stime, other_cpu_pct=max(0.0, 100 * others / (wall * os.cpu_count())))
     return result
 
@@ -224,10 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             for side, r in results.items():
                 if side == "ours@fallback":
                     continue
-                cmp = None
-                if side != case.PEER and peer and peer["values"] and r["values"] and not side.endswith("full"):
-                    mine = results["ours@fallback"]["values"] if peer["extrapolated"] else r["values"]
-                    cmp = case.compare(mine, peer["values"])
+                cmp = comparison(case, side, results)
                 speedup = (peer["seconds"] / r["seconds"]) if (peer and side not in peers and r["seconds"]) else math.nan
                 if side not in peers and len(peers) > 1:  # wall-time ratio to every peer measured in this run
                     ratios = [f"{r['seconds'] / results[q]['seconds']:.2f}x the wall time of {q}" for q in peers
