@@ -50,8 +50,11 @@ def test_a_childs_peak_is_its_own_not_its_parents():
     code = "from bench.run import own_peak_rss_mb; print(own_peak_rss_mb())"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
-    out = proc.stdout.read()
-    _, _, usage = os.wait4(proc.pid, 0)
+    with proc.stdout:
+        out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)  # as bench.run does: the rusage of the child
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen does not wait for it again
+    assert proc.returncode == 0
     own = float(out)
     assert held.sum() == held.size
     assert usage.ru_maxrss / 1024 > 400  # the parent's pages, counted for the child
